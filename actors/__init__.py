@@ -1,0 +1,1 @@
+"""Model engines, Ray Data actors and audio/image post-processing."""

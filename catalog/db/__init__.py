@@ -1,0 +1,1 @@
+"""The SQL catalogue: SQLAlchemy models, Alembic migrations, the idempotent loader."""

@@ -1,0 +1,141 @@
+"""SQLAlchemy 2.x models of the catalogue: runs, albums (+ their genres), tracks.
+
+Columns mirror the Parquet manifests (ray_jobs/manifest.py); media paths stay relative
+to the output folder. Indexes cover what a user filters by: status, run, artist, title,
+mood, genre, model. Any change here needs a new migration in catalog/migrations/versions
+(tests compare these models with the migrated schema).
+
+``album_id`` on albums and tracks is not a foreign key to runs: albums of a run that is
+still going (or crashed) have no run row yet, and must load anyway.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {  # stable constraint names, so migrations can refer to them on every backend
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = String(255)  # ids are short hashes; 255 leaves room for any run id scheme
+NAME = Text  # titles, model ids (a local model folder can be a long path)
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    run_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    wall_s: Mapped[float | None] = mapped_column(Float)
+    concepts_path: Mapped[str | None] = mapped_column(Text)
+    config_json: Mapped[str | None] = mapped_column(Text)
+    versions_json: Mapped[str | None] = mapped_column(Text)
+    resources_json: Mapped[str | None] = mapped_column(Text)
+    engine: Mapped[str | None] = mapped_column(String(32))
+    music_model: Mapped[str | None] = mapped_column(NAME)
+    image_model: Mapped[str | None] = mapped_column(NAME)
+    director: Mapped[str | None] = mapped_column(String(32))
+    n_concepts: Mapped[int | None] = mapped_column(Integer)
+    n_skipped: Mapped[int | None] = mapped_column(Integer)
+    n_ok: Mapped[int | None] = mapped_column(Integer)
+    n_failed: Mapped[int | None] = mapped_column(Integer)
+    n_tracks: Mapped[int | None] = mapped_column(Integer)
+    minutes_per_album: Mapped[float | None] = mapped_column(Float)
+    stage_s_json: Mapped[str | None] = mapped_column(Text)
+
+
+class Album(Base):
+    __tablename__ = "albums"
+
+    album_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ID, index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)
+    concept: Mapped[str | None] = mapped_column(Text)
+    inputs_json: Mapped[str | None] = mapped_column(Text)
+    mood: Mapped[str | None] = mapped_column(NAME, index=True)  # inputs_json["mood"], for filtering
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    title: Mapped[str | None] = mapped_column(NAME, index=True)
+    artist: Mapped[str | None] = mapped_column(NAME, index=True)
+    liner_notes: Mapped[str | None] = mapped_column(Text)
+    genres: Mapped[list | None] = mapped_column(JSON)  # as in the manifest; album_genres indexes them
+    soundscape_json: Mapped[str | None] = mapped_column(Text)
+    cover_prompt: Mapped[str | None] = mapped_column(Text)
+    cover_path: Mapped[str | None] = mapped_column(Text)
+    cover_seed: Mapped[int | None] = mapped_column(BigInteger)
+    cover_width: Mapped[int | None] = mapped_column(Integer)
+    cover_height: Mapped[int | None] = mapped_column(Integer)
+    plan_path: Mapped[str | None] = mapped_column(Text)
+    n_tracks: Mapped[int | None] = mapped_column(Integer)
+    n_tracks_ok: Mapped[int | None] = mapped_column(Integer)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    director: Mapped[str | None] = mapped_column(String(32))
+    director_model: Mapped[str | None] = mapped_column(NAME)
+    director_attempts: Mapped[int | None] = mapped_column(Integer)
+    tokens_in: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_out: Mapped[int | None] = mapped_column(BigInteger)
+    engine: Mapped[str | None] = mapped_column(String(32))
+    music_model: Mapped[str | None] = mapped_column(NAME, index=True)
+    image_model: Mapped[str | None] = mapped_column(NAME)
+    plan_s: Mapped[float | None] = mapped_column(Float)
+    music_s: Mapped[float | None] = mapped_column(Float)
+    image_s: Mapped[float | None] = mapped_column(Float)
+    encode_s: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+
+    tracks: Mapped[list[Track]] = relationship(
+        back_populates="album", order_by="Track.track_no", cascade="all, delete-orphan", passive_deletes=True)
+    genre_rows: Mapped[list[AlbumGenre]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
+
+class AlbumGenre(Base):
+    """One row per (album, genre): the index behind "albums of genre X"."""
+
+    __tablename__ = "album_genres"
+
+    album_id: Mapped[str] = mapped_column(ID, ForeignKey("albums.album_id", ondelete="CASCADE"), primary_key=True)
+    genre: Mapped[str] = mapped_column(NAME, primary_key=True)  # lower-cased, stripped
+    position: Mapped[int] = mapped_column(Integer)  # order in the album's list
+
+    __table_args__ = (Index("ix_album_genres_genre", "genre"),)
+
+
+class Track(Base):
+    __tablename__ = "tracks"
+
+    album_id: Mapped[str] = mapped_column(ID, ForeignKey("albums.album_id", ondelete="CASCADE"), primary_key=True)
+    track_no: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    run_id: Mapped[str] = mapped_column(ID, index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(NAME)
+    music_prompt: Mapped[str | None] = mapped_column(Text)
+    visual_prompt: Mapped[str | None] = mapped_column(Text)
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    path: Mapped[str | None] = mapped_column(Text)
+    paths: Mapped[list | None] = mapped_column(JSON)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    planned_s: Mapped[float | None] = mapped_column(Float)
+    sample_rate: Mapped[int | None] = mapped_column(Integer)
+    lufs: Mapped[float | None] = mapped_column(Float)
+    engine: Mapped[str | None] = mapped_column(String(32))
+    model: Mapped[str | None] = mapped_column(NAME, index=True)
+    gen_s: Mapped[float | None] = mapped_column(Float)
+    encode_s: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    album: Mapped[Album] = relationship(back_populates="tracks")

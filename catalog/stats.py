@@ -1,0 +1,90 @@
+"""A summary of one OUT folder, computed with polars from the manifests."""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+import polars as pl
+
+from ray_jobs.manifest import STATUS_OK, read_manifest
+
+TOP_GENRES = 10
+TOP_ERRORS = 5
+
+
+def _frame(out: Path, kind: str) -> pl.DataFrame:
+    return pl.from_arrow(read_manifest(out, kind))
+
+
+def compute_stats(out: Path) -> dict:
+    """Counts and averages of the albums, tracks and runs under ``out``."""
+    out = Path(out)
+    albums, tracks, runs = _frame(out, "albums"), _frame(out, "tracks"), _frame(out, "runs")
+    ok = albums.filter(pl.col("status") == STATUS_OK)
+    failed = albums.filter(pl.col("status") != STATUS_OK)
+    ok_tracks = tracks.filter(pl.col("album_id").is_in(ok["album_id"].implode()))
+
+    per_album = ok.select(
+        pl.col("n_tracks_ok").mean().alias("tracks_mean"),
+        pl.col("n_tracks_ok").min().alias("tracks_min"),
+        pl.col("n_tracks_ok").max().alias("tracks_max"),
+        (pl.col("duration_s").mean() / 60).alias("music_minutes_mean"),
+        (pl.sum_horizontal(pl.col("plan_s", "music_s", "image_s", "encode_s").fill_null(0)).mean() / 60)
+        .alias("compute_minutes_mean"),
+    ).row(0, named=True)
+    made = runs.select(pl.col("wall_s").sum(), pl.col("n_ok").sum()).row(0, named=True)
+    genres = (
+        ok.select(pl.col("genres").explode().str.strip_chars().str.to_lowercase().alias("genre"))
+        .filter(pl.col("genre").is_not_null() & (pl.col("genre") != ""))
+        .group_by("genre").agg(pl.len().alias("albums"))
+        .sort(["albums", "genre"], descending=[True, False])
+        .head(TOP_GENRES)
+    )
+    errors = (
+        failed.group_by(pl.col("error").fill_null("(no error given)")).agg(pl.len().alias("albums"))
+        .sort(["albums", "error"], descending=[True, False]).head(TOP_ERRORS)
+    )
+    return {
+        "albums_ok": ok.height,
+        "albums_failed": failed.height,
+        "tracks_ok": ok_tracks.filter(pl.col("status") == STATUS_OK).height,
+        "tracks_failed": ok_tracks.filter(pl.col("status") != STATUS_OK).height,
+        "runs": runs.height,
+        # wall-clock minutes per album made, over every run (what the runs manifests say)
+        "wall_minutes_per_album": (made["wall_s"] / 60 / made["n_ok"]) if made["n_ok"] else None,
+        "compute_minutes_per_album": per_album["compute_minutes_mean"],  # plan+music+image+encode seconds
+        "music_minutes_per_album": per_album["music_minutes_mean"],  # length of the music itself
+        "tracks_per_album": {k: per_album[f"tracks_{k}"] for k in ("mean", "min", "max")},
+        "top_genres": [(r["genre"], r["albums"]) for r in genres.iter_rows(named=True)],
+        "top_errors": [(r["error"], r["albums"]) for r in errors.iter_rows(named=True)],
+    }
+
+
+def printable(text: object, limit: int = 120) -> str:
+    """Model or error text made safe for a terminal: control characters (escape
+    sequences, bidi overrides, newlines) become spaces, and long text is cut."""
+    s = "".join(" " if unicodedata.category(c).startswith("C") else c for c in str(text))
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _num(v: float | None, fmt: str = "{:.2f}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def format_stats(s: dict) -> str:
+    t = s["tracks_per_album"]
+    lines = [
+        f"albums        {s['albums_ok']} ok, {s['albums_failed']} failed",
+        f"tracks        {s['tracks_ok']} ok, {s['tracks_failed']} failed (in finished albums)",
+        f"runs          {s['runs']}",
+        f"minutes per album   {_num(s['wall_minutes_per_album'])} wall, "
+        f"{_num(s['compute_minutes_per_album'])} compute, {_num(s['music_minutes_per_album'])} of music",
+        f"tracks per album    mean {_num(t['mean'], '{:.1f}')}, min {_num(t['min'], '{}')}, max {_num(t['max'], '{}')}",
+        "top genres",
+    ]
+    lines += [f"  {n:>4}  {printable(g)}" for g, n in s["top_genres"]] or ["  (none)"]
+    if s["top_errors"]:
+        lines.append("top failure reasons")
+        lines += [f"  {n:>4}  {printable(e)}" for e, n in s["top_errors"]]
+    return "\n".join(lines)

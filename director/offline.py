@@ -1,0 +1,94 @@
+"""The offline director: a valid, varied AlbumPlan from a concept with no network.
+
+Deterministic for a given album_id (its RNG is seeded from it). Word banks live in
+``prompts/offline/vocab.yaml`` and the prompt shapes in ``prompts/offline/*.j2``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+
+import yaml
+
+from director.schema import AlbumPlan
+from director.templates import PROMPTS_DIR, environment, render
+
+_PALETTES = ["amber and teal", "indigo and gold", "pastel pink and mint", "charcoal and neon red",
+             "sepia", "emerald and ivory", "cobalt and silver", "rust and cream"]
+_STOP = {"the", "a", "an", "of", "and", "in", "on", "at", "to", "for", "with", "from", "by", "is", "my", "our"}
+
+
+class OfflineDirector:
+    name = "offline"
+    model = None
+
+    def __init__(self, prompts_dir=None, tracks_per_album: int = 8, track_seconds: float = 30.0, lyrics: bool = False):
+        self.env = environment(prompts_dir)
+        self.vocab = yaml.safe_load((PROMPTS_DIR / "offline" / "vocab.yaml").read_text())
+        self.tracks_per_album = tracks_per_album
+        self.track_seconds = track_seconds
+        self.lyrics = lyrics
+
+    def _family(self, text: str, rng: random.Random) -> dict:
+        words = set(re.findall(r"[a-z]+", text.lower()))
+        for fam in self.vocab["families"].values():
+            if words & set(fam["keywords"]):
+                return fam
+        return rng.choice(list(self.vocab["families"].values()))
+
+    def plan(self, album_id: str, concept: str, inputs: dict) -> tuple[AlbumPlan, dict]:
+        t0 = time.perf_counter()
+        rng = random.Random(album_id)
+        v = self.vocab
+        fam = self._family(" ".join([concept, *map(str, inputs.values())]), rng)
+        mood = str(inputs.get("mood") or rng.choice(v["moods"]))
+        genres = list(dict.fromkeys([*([str(inputs["genre"])] if inputs.get("genre") else []), *fam["genres"]]))[:3]
+        instruments = rng.sample(fam["instruments"], k=min(4, len(fam["instruments"])))
+        lo, hi = fam["tempo"]
+        nouns = [w.capitalize() for w in re.findall(r"[A-Za-z]{3,}", concept) if w.lower() not in _STOP] or ["Sound"]
+        n_tracks = int(inputs.get("track_count") or self.tracks_per_album)
+        style = rng.choice(v["visual_styles"])
+
+        def name(forms):
+            return rng.choice(forms).format(word=rng.choice(v["title_words"]), noun=rng.choice(nouns))
+
+        tracks = []
+        for k in range(n_tracks):
+            theme = rng.choice(nouns).lower()
+            track_mood = rng.choice([mood, *v["moods"]])
+            tracks.append(
+                dict(
+                    title=name(v["title_forms"]),
+                    music_prompt=render(
+                        self.env, "offline/music_prompt.j2", mood=track_mood, genre=genres[k % len(genres)],
+                        bpm=rng.randint(lo, hi), instruments=rng.sample(instruments, k=min(3, len(instruments))),
+                        production=fam["production"], theme=theme,
+                    ),
+                    visual_prompt=render(
+                        self.env, "offline/visual_prompt.j2", style=style, scene=f"{theme}, {concept[:120]}",
+                        mood=track_mood, palette=rng.choice(_PALETTES),
+                    ),
+                    duration_s=float(self.track_seconds),
+                    lyrics=None,
+                )
+            )
+        title = str(inputs.get("title") or name(v["title_forms"]))
+        artist = str(inputs.get("artist") or name(v["artist_forms"]))
+        variables = dict(concept=concept, inputs=inputs, title=title, artist=artist, tracks=tracks,
+                         genres=genres, instruments=instruments, tempo_min=lo, tempo_max=hi, mood=mood, style=style)
+        plan = AlbumPlan.model_validate(
+            dict(
+                title=title,
+                artist=artist,
+                liner_notes=render(self.env, "offline/liner_notes.j2", **variables),
+                soundscape=dict(genres=genres, instruments=instruments, tempo_min_bpm=lo, tempo_max_bpm=hi,
+                                production=fam["production"], cultural_elements=[], instrumental=True),
+                cover_prompt=render(self.env, "offline/cover_prompt.j2", **variables),
+                tracks=tracks,
+            )
+        )
+        meta = dict(director="offline", model=None, attempts=1, tokens_in=0, tokens_out=0,
+                    seconds=time.perf_counter() - t0, messages=[], answers=[])
+        return plan, meta

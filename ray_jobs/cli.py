@@ -1,0 +1,128 @@
+"""``albumforge``: generate | site | load | stats.
+
+Each sub-command parses its own flags and calls one function; the heavy imports (Ray,
+torch) happen only inside ``generate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+# flag -> dotted config key (None values are left to the preset / config file)
+_FLAGS = {
+    "out": "out",
+    "seed": "seed",
+    "director": "plan.director",
+    "director_model": "plan.director_model",
+    "prompts": "plan.prompts_dir",
+    "tracks": "plan.tracks_per_album",
+    "seconds": "plan.track_seconds",
+    "lyrics": "plan.lyrics",
+    "plan_concurrency": "plan.concurrency",
+    "music_model": "music.model_id",
+    "music_batch": "music.batch_size",
+    "formats": "music.formats",
+    "music_gpus": "music.num_gpus",
+    "music_cpus": "music.num_cpus",
+    "image_model": "image.model_id",
+    "steps": "image.steps",
+    "guidance": "image.guidance_scale",
+    "width": "image.width",
+    "height": "image.height",
+    "image_batch": "image.batch_size",
+    "image_gpus": "image.num_gpus",
+    "image_cpus": "image.num_cpus",
+    "address": "ray_address",
+    "tiny_cache": "tiny_cache",
+}
+
+
+def generate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="albumforge generate", description="Turn a file of concepts into albums.")
+    p.add_argument("concepts", type=Path, help=".txt (one a line), .csv, .jsonl or .parquet with a 'concept' column")
+    p.add_argument("--out", type=Path, help="output folder (default: out)")
+    p.add_argument("--config", type=Path, help="TOML or JSON config; unknown keys are errors")
+    p.add_argument("--engine", choices=["tiny", "real"], default="tiny",
+                   help="tiny: random-weight models built offline (CPU smoke runs); real: HF weights on GPUs")
+    p.add_argument("--seed", type=int)
+    g = p.add_argument_group("plan")
+    g.add_argument("--director", choices=["auto", "offline", "openai"])
+    g.add_argument("--director-model")
+    g.add_argument("--prompts", type=Path, help="folder of *.j2 templates overriding prompts/")
+    g.add_argument("--tracks", type=int, help="tracks per album")
+    g.add_argument("--seconds", type=float, help="track seconds")
+    g.add_argument("--lyrics", action="store_true", default=None)
+    g.add_argument("--plan-concurrency", type=int)
+    g = p.add_argument_group("music")
+    g.add_argument("--music-model")
+    g.add_argument("--music-batch", type=int)
+    g.add_argument("--formats", type=lambda s: s.split(","), help="comma list: ogg,wav,flac")
+    g.add_argument("--music-gpus", type=float, help="GPU fraction per music actor (default 0.5)")
+    g.add_argument("--music-cpus", type=float)
+    g = p.add_argument_group("image")
+    g.add_argument("--image-model")
+    g.add_argument("--steps", type=int)
+    g.add_argument("--guidance", type=float)
+    g.add_argument("--width", type=int)
+    g.add_argument("--height", type=int)
+    g.add_argument("--image-batch", type=int)
+    g.add_argument("--image-gpus", type=float, help="GPU fraction per image actor (default 0.5)")
+    g.add_argument("--image-cpus", type=float)
+    g = p.add_argument_group("cluster")
+    g.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a running cluster, or a new local one)")
+    g.add_argument("--tiny-cache", type=Path)
+    return p
+
+
+def generate_main(argv: list[str]) -> int:
+    args = generate_parser().parse_args(argv)
+    from ray_jobs.concepts import ConceptsError
+    from ray_jobs.config import RunConfig
+
+    overrides = {key: getattr(args, flag) for flag, key in _FLAGS.items()}
+    try:
+        cfg = RunConfig.load(args.config, preset=args.engine, **overrides)
+    except (ValidationError, ValueError, OSError) as e:
+        print(f"albumforge: bad config: {e}", file=sys.stderr)
+        return 2
+    from ray_jobs.generate import run
+
+    try:
+        summary = run(args.concepts, cfg)
+    except ConceptsError as e:
+        print(f"albumforge: {e}", file=sys.stderr)
+        return 2
+    mpa = summary.minutes_per_album
+    print(
+        f"run {summary.run_id}: {summary.n_ok} ok, {summary.n_failed} failed, {summary.n_skipped} skipped "
+        f"(already done), {summary.n_tracks} tracks in {summary.wall_s:.1f} s"
+        + (f", {mpa:.2f} min/album" if mpa else "")
+        + f" -> {cfg.out}"
+    )
+    return 0 if summary.n_failed == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    commands = {"generate": generate_main}
+    try:
+        from catalog import commands as catalog_commands
+
+        commands.update(site=catalog_commands.site_main, load=catalog_commands.load_main,
+                        stats=catalog_commands.stats_main)
+    except ImportError:
+        pass
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print(f"usage: albumforge {{{','.join(commands)}}} ...", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

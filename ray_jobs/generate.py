@@ -1,0 +1,361 @@
+"""The generate job: concepts -> plans -> warm GPU actors in Ray Data -> media + manifests.
+
+Run it locally (``python -m ray_jobs.generate CONCEPTS --out OUT``: starts a local Ray
+when none is running) or on a cluster (``ray job submit --working-dir . -- python -m
+ray_jobs.generate ...``). The recipe, in ``run``:
+
+  read concepts -> skip finished albums -> plan (Planner) -> explode into job rows
+  -> map_batches(MusicActor) -> map_batches(ImageActor) -> write manifests per album
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from actors.jobs import KIND_COVER, KIND_FAILED, KIND_TRACK
+from director.plan import explode, load_saved_plan, resolve_director
+from ray_jobs import manifest as mf
+from ray_jobs.concepts import Concept, Rejected, read_concepts
+from ray_jobs.config import RunConfig
+from ray_jobs.resume import Finished, scan_finished
+
+log = logging.getLogger("albumforge")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    out: Path
+    n_concepts: int = 0
+    n_skipped: int = 0
+    n_ok: int = 0
+    n_failed: int = 0
+    n_tracks: int = 0
+    wall_s: float = 0.0
+    stage_s: dict = field(default_factory=lambda: defaultdict(float))
+
+    @property
+    def minutes_per_album(self) -> float | None:
+        made = self.n_ok
+        return self.wall_s / 60.0 / made if made else None
+
+
+def pool_sizes(resources: dict, cfg: RunConfig) -> dict:
+    """Actor counts and per-actor GPU asks from what the cluster has.
+
+    With GPUs, one music and one image actor share a card at the default 0.5 + 0.5.
+    Without, the pools run on CPUs (``num_gpus`` 0) and leave a CPU for reads and plans.
+    """
+    gpus = float(resources.get("GPU", 0)) if cfg.gpus == "auto" else 0.0
+    cpus = float(resources.get("CPU", 1))
+    m, i = cfg.music, cfg.image
+    if gpus > 0:
+        per_pair = (m.num_gpus + i.num_gpus) or 1.0
+        n = max(1, int(gpus // per_pair))
+        music_gpu, image_gpu = m.num_gpus, i.num_gpus
+    else:
+        n = max(1, int((cpus - 1) // (m.num_cpus + i.num_cpus)))
+        music_gpu = image_gpu = 0.0
+    return {
+        "music_actors": min(n, m.max_actors or n),
+        "image_actors": min(n, i.max_actors or n),
+        "music_gpus": music_gpu,
+        "image_gpus": image_gpu,
+        "cluster_gpus": gpus,
+        "cluster_cpus": cpus,
+    }
+
+
+def _versions() -> dict:
+    out = {}
+    for pkg in ("albumforge", "ray", "torch", "diffusers", "transformers", "pyarrow", "openai"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+# ---------------------------------------------------------------- manifest rows
+def _failed_album_row(run_id: str, album_id: str, source: str, concept: str, error: str, cfg: RunConfig) -> dict:
+    return {
+        "album_id": album_id, "run_id": run_id, "status": mf.STATUS_FAILED, "error": error,
+        "source": source, "concept": concept, "inputs_json": "{}", "seed": cfg.seed,
+        "engine": cfg.music.engine, "music_model": _model_name(cfg.music), "image_model": _model_name(cfg.image),
+        "n_tracks": 0, "n_tracks_ok": 0, "finished_at": _now(),
+    }
+
+
+def _model_name(section) -> str:
+    return section.model_id if section.engine == "real" else f"tiny:{section.model_id}"
+
+
+class AlbumWriter:
+    """Collects an album's job rows as they stream in; writes its manifests when complete."""
+
+    def __init__(self, out: Path, run_id: str, cfg: RunConfig, finished: Finished):
+        self.out, self.run_id, self.cfg, self.finished = out, run_id, cfg, finished
+        self.rows: dict[str, list[dict]] = defaultdict(list)
+        self.concepts: dict[str, Concept] = {}
+        self.pending: set[str] = set()  # albums not yet written
+
+    def add(self, row: dict) -> str | None:
+        """Add one job row; returns the album_id when that album is now complete."""
+        aid = row["album_id"]
+        self.rows[aid].append(row)
+        return aid if len(self.rows[aid]) >= int(row["n_items"]) else None
+
+    def write(self, aid: str, summary: RunSummary, lost: str | None = None) -> str:
+        c = self.concepts[aid]
+        self.pending.discard(aid)
+        rows = self.rows.pop(aid, [])
+        failed = [r for r in rows if r["kind"] == KIND_FAILED]
+        record = load_saved_plan(self.out, aid)
+        if failed or record is None:
+            error = failed[0]["error"] if failed else (lost or "plan missing after planning")
+            album = _failed_album_row(self.run_id, aid, c.source, c.concept, error, self.cfg)
+            album["inputs_json"] = json.dumps(c.inputs, ensure_ascii=False, default=str)
+            mf.write_manifest(self.out, "tracks", aid, [])
+            mf.write_manifest(self.out, "albums", aid, [album])
+            summary.n_failed += 1
+            return mf.STATUS_FAILED
+        plan, meta = record["plan"], record["director"]
+        by_no = {int(r["item_no"]): r for r in rows}
+        prev = self.finished.items.get(aid, {})
+        cover = by_no.get(0)
+        tracks = []
+        for no, t in enumerate(plan["tracks"], 1):
+            r = by_no.get(no)
+            if r is None and no in prev:  # finished by an earlier run: keep its row
+                tracks.append(prev[no])
+                continue
+            r = r or {"status": mf.STATUS_FAILED, "error": lost or "track row lost", "seed": None}
+            ok = r["status"] == "ok"
+            tracks.append({
+                "album_id": aid, "run_id": self.run_id, "track_no": no,
+                "status": mf.STATUS_OK if ok else mf.STATUS_FAILED, "error": None if ok else str(r["error"]),
+                "title": t["title"], "music_prompt": t["music_prompt"], "visual_prompt": t["visual_prompt"],
+                "seed": r.get("seed"), "path": r["path"] if ok else None,
+                "paths": str(r["paths"]).split("|") if ok else [],
+                "duration_s": float(r["actual_s"]) if ok else None, "planned_s": float(t["duration_s"]),
+                "sample_rate": int(r["sample_rate"]) if ok else None, "lufs": None,
+                "engine": self.cfg.music.engine, "model": _model_name(self.cfg.music),
+                "gen_s": float(r.get("gen_s") or 0.0), "encode_s": float(r.get("encode_s") or 0.0),
+                "worker": r.get("worker") or None, "finished_at": _now(),
+            })
+        if cover is None and 0 in prev:
+            cover = prev[0]
+        cover_ok = cover is not None and cover["status"] == "ok"
+        n_ok = sum(t["status"] == mf.STATUS_OK for t in tracks)
+        errors = [f"track {t['track_no']}: {t['error']}" for t in tracks if t["status"] != mf.STATUS_OK]
+        if not cover_ok:
+            errors.insert(0, f"cover: {(cover or {}).get('error') or lost or 'cover row lost'}")
+        status = mf.STATUS_OK if not errors else mf.STATUS_FAILED
+        music_s = sum(t["gen_s"] for t in tracks)
+        image_s = float(cover.get("gen_s") or 0.0) if cover else 0.0
+        encode_s = sum(t["encode_s"] for t in tracks) + (float(cover.get("encode_s") or 0.0) if cover else 0.0)
+        album = {
+            "album_id": aid, "run_id": self.run_id, "status": status,
+            "error": "; ".join(errors)[:4000] if errors else None,
+            "source": c.source, "concept": c.concept,
+            "inputs_json": json.dumps(c.inputs, ensure_ascii=False, default=str), "seed": self.cfg.seed,
+            "title": plan["title"], "artist": plan["artist"], "liner_notes": plan["liner_notes"],
+            "genres": plan["soundscape"]["genres"], "soundscape_json": json.dumps(plan["soundscape"], ensure_ascii=False),
+            "cover_prompt": plan["cover_prompt"],
+            "cover_path": cover["path"] if cover_ok else None,
+            "cover_seed": int(cover["seed"]) if cover is not None and cover.get("seed") is not None else None,
+            "cover_width": int(cover["width"]) if cover_ok else None,
+            "cover_height": int(cover["height"]) if cover_ok else None,
+            "cover_worker": (cover.get("worker") or None) if cover else None,
+            "plan_path": str(Path("plans") / f"{aid}.json"),
+            "n_tracks": len(tracks), "n_tracks_ok": n_ok,
+            "duration_s": sum(t["duration_s"] or 0.0 for t in tracks),
+            "director": meta.get("director"), "director_model": meta.get("model"),
+            "director_attempts": meta.get("attempts"), "tokens_in": meta.get("tokens_in"),
+            "tokens_out": meta.get("tokens_out"),
+            "engine": self.cfg.music.engine, "music_model": _model_name(self.cfg.music),
+            "image_model": _model_name(self.cfg.image),
+            "plan_s": float(meta.get("seconds") or 0.0), "music_s": music_s, "image_s": image_s,
+            "encode_s": encode_s, "finished_at": _now(),
+        }
+        mf.write_manifest(self.out, "tracks", aid, tracks)
+        mf.write_manifest(self.out, "albums", aid, [album])  # last: the album's completion marker
+        for stage, sec in (("plan", album["plan_s"]), ("music", music_s), ("image", image_s), ("encode", encode_s)):
+            summary.stage_s[stage] += sec
+        summary.n_tracks += n_ok
+        if status == mf.STATUS_OK:
+            summary.n_ok += 1
+        else:
+            summary.n_failed += 1
+        return status
+
+
+# ---------------------------------------------------------------- the job
+def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, sizes: dict):
+    """The streaming recipe: plan -> explode -> music -> image (lazy until consumed)."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    from actors.image import ImageActor
+    from actors.music import MusicActor
+    from director.plan import Planner
+
+    out = str(cfg.out.resolve())
+    plan_cfg = {**cfg.plan.model_dump(mode="json"), "cache_dir": str(cfg.out.resolve() / "cache" / "director")}
+    done = {aid: sorted(items) for aid, items in finished.items.items()}
+    rows_per_image = cfg.plan.tracks_per_album + 1  # an album's rows hold one cover
+    items = [
+        {"album_id": c.album_id, "concept": c.concept, "source": c.source,
+         "inputs_json": json.dumps(c.inputs, ensure_ascii=False, default=str)}
+        for c in concepts
+    ]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 64)))
+    ds = ds.map_batches(
+        Planner,
+        fn_constructor_kwargs={"out": out, "plan_cfg": plan_cfg},
+        batch_size=cfg.plan.concurrency,
+        compute=ActorPoolStrategy(size=1),
+        num_cpus=0.25,
+        batch_format="numpy",
+    )
+    seed = cfg.seed
+    ds = ds.flat_map(lambda row: explode(row, seed, done), num_cpus=0.25)
+    m, i = cfg.music, cfg.image
+    ds = ds.map_batches(
+        MusicActor,
+        fn_constructor_kwargs=dict(
+            out=out, engine=m.engine, model_id=m.model_id, tiny_cache=str(cfg.tiny_cache),
+            guidance_scale=m.guidance_scale, do_sample=m.do_sample, top_k=m.top_k,
+            temperature=m.temperature, formats=tuple(m.formats),
+        ),
+        batch_size=m.batch_size,
+        compute=ActorPoolStrategy(size=sizes["music_actors"]),
+        num_gpus=sizes["music_gpus"],
+        num_cpus=m.num_cpus,
+        batch_format="numpy",
+    )
+    ds = ds.map_batches(
+        ImageActor,
+        fn_constructor_kwargs=dict(
+            out=out, engine=i.engine, model_id=i.model_id, tiny_cache=str(cfg.tiny_cache),
+            steps=i.steps, guidance_scale=i.guidance_scale, width=i.width, height=i.height,
+            negative_prompt=i.negative_prompt,
+        ),
+        # rows arrive mixed (one cover per album's tracks): size batches so that each
+        # call still renders about image.batch_size covers
+        batch_size=i.batch_size * rows_per_image,
+        compute=ActorPoolStrategy(size=sizes["image_actors"]),
+        num_gpus=sizes["image_gpus"],
+        num_cpus=i.num_cpus,
+        batch_format="numpy",
+    )
+    return ds
+
+
+def _init_ray(cfg: RunConfig) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray_address, log_to_driver=True)
+    ctx = ray.data.DataContext.get_current()
+    # A block lost to a crashed actor must not end the job: its albums become failed
+    # rows (see AlbumWriter) and the next run redoes them.
+    ctx.max_errored_blocks = -1
+
+
+def run(concepts_path: Path, cfg: RunConfig) -> RunSummary:
+    started = _now()
+    t0 = time.perf_counter()
+    out = cfg.out
+    director = resolve_director(cfg.plan.director)
+    if cfg.plan.director == "auto":
+        log.info("director: %s (%s)", director,
+                 "OPENAI_API_KEY or OPENAI_BASE_URL is set" if director == "openai"
+                 else "no OPENAI_API_KEY or OPENAI_BASE_URL: planning offline")
+    # 1. read concepts (bad rows are failed albums; a bad file stops here, before Ray)
+    settings = cfg.plan_settings(director)
+    concepts, rejected = read_concepts(concepts_path, settings, cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    summary = RunSummary(run_id=run_id, out=out, n_concepts=len(concepts) + len(rejected))
+    for r in rejected:
+        log.error("skipping %s", r.error)
+        mf.write_manifest(out, "tracks", r.album_id, [])
+        mf.write_manifest(out, "albums", r.album_id,
+                          [_failed_album_row(run_id, r.album_id, r.source, r.raw, r.error, cfg)])
+        summary.n_failed += 1
+    # 2. skip albums an earlier run finished; note the items of unfinished ones that are done
+    finished = scan_finished(out, [c.album_id for c in concepts])
+    todo = [c for c in concepts if c.album_id not in finished.albums]
+    summary.n_skipped = len(concepts) - len(todo)
+    if summary.n_skipped:
+        log.info("%d of %d albums already finished: skipped", summary.n_skipped, len(concepts))
+    writer = AlbumWriter(out, run_id, cfg, finished)
+    writer.concepts = {c.album_id: c for c in todo}
+    writer.pending = set(writer.concepts)
+    resources = {}
+    sizes = {}
+    if todo:
+        # 3. plan -> explode -> music -> image, streamed; manifests written per album
+        _init_ray(cfg)
+        import ray
+        from tqdm import tqdm
+
+        resources = ray.cluster_resources()
+        sizes = pool_sizes(resources, cfg)
+        log.info("actor pools: %s", sizes)
+        ds = build_dataset(cfg, todo, finished, sizes)
+        with tqdm(total=len(todo), desc="albums", unit="album") as bar:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                keys = list(batch)
+                for k in range(len(batch[keys[0]])):
+                    row = {key: _py(batch[key][k]) for key in keys}
+                    aid = writer.add(row)
+                    if aid is not None:
+                        writer.write(aid, summary)
+                        bar.set_postfix(ok=summary.n_ok, failed=summary.n_failed)
+                        bar.update(1)
+            # albums the stream never completed (rows lost with a crashed block)
+            for aid in sorted(writer.pending):
+                writer.write(aid, summary, lost="rows lost: an actor or block failed; re-run to retry")
+                bar.update(1)
+    # 4. the run's own row
+    summary.wall_s = time.perf_counter() - t0
+    mf.write_manifest(out, "runs", run_id, [{
+        "run_id": run_id, "started_at": started, "finished_at": _now(), "wall_s": summary.wall_s,
+        "concepts_path": str(concepts_path),
+        "config_json": cfg.model_dump_json(), "versions_json": json.dumps(_versions()),
+        "resources_json": json.dumps({"cluster": resources, "pools": sizes}, default=str),
+        "engine": cfg.music.engine, "music_model": _model_name(cfg.music), "image_model": _model_name(cfg.image),
+        "director": director, "n_concepts": summary.n_concepts, "n_skipped": summary.n_skipped,
+        "n_ok": summary.n_ok, "n_failed": summary.n_failed, "n_tracks": summary.n_tracks,
+        "minutes_per_album": summary.minutes_per_album, "stage_s_json": json.dumps(summary.stage_s),
+    }])
+    return summary
+
+
+def _py(value):
+    """numpy scalars -> Python values (for manifest rows)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ray_jobs.cli import main as cli_main
+
+    return cli_main(["generate", *(argv if argv is not None else __import__("sys").argv[1:])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

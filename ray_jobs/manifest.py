@@ -1,0 +1,175 @@
+"""Parquet manifests: the schemas (declared once), atomic writes, checked reads.
+
+Layout under OUT/manifests/:
+  albums/<album_id>.parquet   one row: the album (written last: it is the completion marker)
+  tracks/<album_id>.parquet   one row per track of that album
+  runs/<run_id>.parquet       one row per run
+
+One file per album makes a re-run idempotent by construction: redoing an album replaces
+its two files, so no reader ever sees a duplicate row. Imports pyarrow only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+_ts = pa.timestamp("us", tz="UTC")
+
+ALBUMS = pa.schema(
+    [
+        pa.field("album_id", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # ok | failed
+        pa.field("error", pa.string()),
+        pa.field("source", pa.string()),  # "concepts.txt:12" (file and line/row number)
+        pa.field("concept", pa.string()),
+        pa.field("inputs_json", pa.string()),  # extra input columns, JSON object
+        pa.field("seed", pa.int64()),
+        pa.field("title", pa.string()),
+        pa.field("artist", pa.string()),
+        pa.field("liner_notes", pa.string()),
+        pa.field("genres", pa.list_(pa.string())),
+        pa.field("soundscape_json", pa.string()),
+        pa.field("cover_prompt", pa.string()),
+        pa.field("cover_path", pa.string()),  # relative to OUT
+        pa.field("cover_seed", pa.int64()),
+        pa.field("cover_width", pa.int32()),
+        pa.field("cover_height", pa.int32()),
+        pa.field("cover_worker", pa.string()),  # JSON: the actor that rendered it (pid, GPU ids)
+        pa.field("plan_path", pa.string()),  # relative to OUT
+        pa.field("n_tracks", pa.int32()),
+        pa.field("n_tracks_ok", pa.int32()),
+        pa.field("duration_s", pa.float64()),  # sum of ok tracks
+        pa.field("director", pa.string()),  # offline | openai
+        pa.field("director_model", pa.string()),
+        pa.field("director_attempts", pa.int32()),
+        pa.field("tokens_in", pa.int64()),
+        pa.field("tokens_out", pa.int64()),
+        pa.field("engine", pa.string()),  # tiny | real
+        pa.field("music_model", pa.string()),
+        pa.field("image_model", pa.string()),
+        pa.field("plan_s", pa.float64()),
+        pa.field("music_s", pa.float64()),  # sum of the album's track generation seconds
+        pa.field("image_s", pa.float64()),
+        pa.field("encode_s", pa.float64()),
+        pa.field("finished_at", _ts),
+    ]
+)
+
+TRACKS = pa.schema(
+    [
+        pa.field("album_id", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("track_no", pa.int32(), nullable=False),  # 1-based
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("title", pa.string()),
+        pa.field("music_prompt", pa.string()),
+        pa.field("visual_prompt", pa.string()),
+        pa.field("seed", pa.int64()),
+        pa.field("path", pa.string()),  # primary audio file, relative to OUT
+        pa.field("paths", pa.list_(pa.string())),  # every format written
+        pa.field("duration_s", pa.float64()),
+        pa.field("planned_s", pa.float64()),
+        pa.field("sample_rate", pa.int32()),
+        pa.field("lufs", pa.float64()),
+        pa.field("engine", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("gen_s", pa.float64()),  # this track's share of its batch's generate call
+        pa.field("encode_s", pa.float64()),
+        pa.field("worker", pa.string()),  # JSON: the actor that made it (pid, GPU ids)
+        pa.field("finished_at", _ts),
+    ]
+)
+
+RUNS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("started_at", _ts),
+        pa.field("finished_at", _ts),
+        pa.field("wall_s", pa.float64()),
+        pa.field("concepts_path", pa.string()),
+        pa.field("config_json", pa.string()),  # the full typed config, secrets excluded
+        pa.field("versions_json", pa.string()),
+        pa.field("resources_json", pa.string()),  # what Ray saw: CPUs, GPUs, pool sizes
+        pa.field("engine", pa.string()),
+        pa.field("music_model", pa.string()),
+        pa.field("image_model", pa.string()),
+        pa.field("director", pa.string()),
+        pa.field("n_concepts", pa.int32()),  # distinct albums asked for
+        pa.field("n_skipped", pa.int32()),  # already finished by an earlier run
+        pa.field("n_ok", pa.int32()),  # finished by this run
+        pa.field("n_failed", pa.int32()),
+        pa.field("n_tracks", pa.int32()),
+        pa.field("minutes_per_album", pa.float64()),  # wall minutes / albums made this run
+        pa.field("stage_s_json", pa.string()),  # summed seconds per stage
+    ]
+)
+
+SCHEMAS = {"albums": ALBUMS, "tracks": TRACKS, "runs": RUNS}
+
+
+class ManifestError(ValueError):
+    """A manifest file that is missing, unreadable or does not match its schema."""
+
+
+def manifest_dir(out: Path, kind: str) -> Path:
+    return Path(out) / "manifests" / kind
+
+
+def write_rows(path: Path, rows: list[dict], schema: pa.Schema) -> None:
+    """Write rows as one Parquet file, whole or not at all (temp file, then rename)."""
+    table = pa.Table.from_pylist(rows, schema=schema)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(out: Path, kind: str, name: str, rows: list[dict]) -> Path:
+    path = manifest_dir(out, kind) / f"{name}.parquet"
+    write_rows(path, rows, SCHEMAS[kind])
+    return path
+
+
+def read_file(path: Path, kind: str) -> pa.Table:
+    """Read one manifest file and check it against its schema (error names the file)."""
+    schema = SCHEMAS[kind]
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise ManifestError(f"{path}: not a readable Parquet file ({e})") from e
+    missing = [f.name for f in schema if f.name not in table.schema.names]
+    if missing:
+        raise ManifestError(f"{path}: {kind} manifest lacks columns {missing}")
+    try:
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        raise ManifestError(f"{path}: {kind} manifest does not match its schema ({e})") from e
+
+
+def manifest_files(out: Path, kind: str) -> list[Path]:
+    d = manifest_dir(out, kind)
+    return sorted(p for p in d.glob("*.parquet") if not p.name.startswith(".")) if d.exists() else []
+
+
+def read_manifest(out: Path, kind: str) -> pa.Table:
+    """All rows of one manifest kind (empty table with the schema when there are none)."""
+    tables = [read_file(p, kind) for p in manifest_files(out, kind)]
+    if not tables:
+        return SCHEMAS[kind].empty_table()
+    return pa.concat_tables(tables)
