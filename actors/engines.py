@@ -68,6 +68,6 @@ def load_image(engine: str, model_id: str, tiny_cache: Path):
 
     device, dtype = device_and_dtype()
     source = resolve_source("image", engine, model_id, tiny_cache)
-    pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=dtype)
+    pipe = StableDiffusionPipeline.from_pretrained(source, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

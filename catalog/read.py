@@ -7,6 +7,7 @@ that do not parse, or parse to the wrong shape, become empty; nothing is evaluat
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def _plan_lyrics(out: Path, plan_path: object) -> list[str | None]:
 
 
 def _sort_key(album: dict) -> tuple:
-    return (str(album.get("title") or album.get("concept") or "").casefold(), str(album["album_id"]))
+    name = unicodedata.normalize("NFKD", str(album.get("title") or album.get("concept") or ""))
+    return ("".join(c for c in name if not unicodedata.combining(c)).casefold(), str(album["album_id"]))
 
 
 def read_catalog(out: Path) -> Catalog:
@@ -79,7 +81,8 @@ def read_catalog(out: Path) -> Catalog:
         lyrics = _plan_lyrics(out, album.get("plan_path")) if album["status"] == STATUS_OK else []
         for t in tracks.get(album["album_id"], []):
             i = t["track_no"] - 1
-            t["lyrics"] = lyrics[i] if 0 <= i < len(lyrics) else None
+            if not isinstance(t.get("lyrics"), str) or not t["lyrics"]:  # older manifests: from the plan
+                t["lyrics"] = lyrics[i] if 0 <= i < len(lyrics) else None
     albums.sort(key=_sort_key)
     runs.sort(key=lambda r: (r.get("started_at") is None, r.get("started_at") or 0, r["run_id"]))
     known = {a["album_id"] for a in albums}

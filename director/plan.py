@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from actors.jobs import KIND_COVER, KIND_FAILED, KIND_TRACK, RESULT_DEFAULTS, derive_seed
+from director.redact import scrub, scrub_tree
 from director.schema import AlbumPlan
 
 log = logging.getLogger(__name__)
@@ -46,12 +48,75 @@ def make_director(plan_cfg: dict):
     elif kind == "openai":
         from director.llm import LLMDirector
 
+        # optional keys: a plan_cfg from an older PlanConfig still works
+        optional = ("steps", "response_format", "max_retries", "retry_backoff_s", "retry_backoff_max_s",
+                    "concurrency", "requests_per_minute", "temperature", "max_tokens")
         return LLMDirector(
             model=plan_cfg["director_model"], timeout_s=plan_cfg["timeout_s"],
             max_attempts=plan_cfg["max_attempts"], cache_dir=plan_cfg.get("cache_dir"), **common,
+            **{k: plan_cfg[k] for k in optional if k in plan_cfg},
         )
     else:
         raise ValueError(f"unknown director {kind!r} (expected 'auto', 'offline' or 'openai')")
+
+
+def _where(source: str) -> str:
+    """"concepts.csv:3" -> "concepts.csv line 3" (row for Parquet)."""
+    name, _, no = str(source).rpartition(":")
+    if not name or not no.isdigit():
+        return str(source)
+    return f"{name} {'row' if name.lower().endswith('.parquet') else 'line'} {no}"
+
+
+def check_templates(plan_cfg, concepts) -> None:
+    """Render every prompt template for every concept row, before any model is called.
+
+    ``plan_cfg``: a PlanConfig or its ``model_dump()``; ``concepts``: rows with
+    ``.concept``, ``.inputs`` and ``.source`` (``ray_jobs.concepts.Concept``). Raises
+    ``TemplateVarError`` naming the row ("concepts.csv line 3"), the template and the
+    variable; a broken template raises ``jinja2.TemplateSyntaxError`` (file and line).
+    A row whose data is bad (e.g. ``track_count="many"``) is not a template error: it is
+    left to fail alone at plan time, as a failed album naming the reason.
+    """
+    from director.templates import TemplateVarError
+
+    cfg = plan_cfg.model_dump(mode="json") if hasattr(plan_cfg, "model_dump") else dict(plan_cfg)
+    kind = resolve_director(cfg["director"])
+    if kind == "openai":
+        from director.steps import PromptBuilder
+
+        builder = PromptBuilder(cfg.get("prompts_dir"), cfg.get("steps", "single"), cfg["tracks_per_album"],
+                                cfg["track_seconds"], cfg["lyrics"])
+        check = builder.check
+    elif kind == "offline":
+        if not cfg.get("prompts_dir"):
+            return  # the shipped offline templates use only what the offline director passes
+        director = make_director({**cfg, "director": "offline"})
+
+        def check(concept, inputs):
+            director.plan("check", concept, inputs)
+    else:
+        raise ValueError(f"unknown director {kind!r} (expected 'auto', 'offline' or 'openai')")
+    for c in concepts:
+        try:
+            check(str(c.concept), dict(c.inputs))
+        except TemplateVarError as e:
+            raise TemplateVarError(f"{_where(c.source)}: {e}") from None
+        except ValueError:  # bad row data (TemplateVarError is a KeyError, not this)
+            continue
+
+
+def director_columns(meta: dict | None) -> dict:
+    """The albums-manifest columns for a plan's director meta (also a failed plan's)."""
+    meta = meta or {}
+    return {
+        "director": meta.get("director"),
+        "director_model": meta.get("model"),
+        "director_attempts": meta.get("attempts"),
+        "tokens_in": meta.get("tokens_in"),
+        "tokens_out": meta.get("tokens_out"),
+        "director_json": json.dumps(meta, ensure_ascii=False, default=str) if meta else None,
+    }
 
 
 def plan_path(out: Path, album_id: str) -> Path:
@@ -72,21 +137,45 @@ def load_saved_plan(out: Path, album_id: str) -> dict | None:
         return None
 
 
-def save_plan(out: Path, record: dict) -> None:
-    path = plan_path(out, record["album_id"])
+def failed_plan_path(out: Path, album_id: str) -> Path:
+    return Path(out) / "plans" / f"{album_id}.failed.json"
+
+
+def load_failed_plan(out: Path, album_id: str) -> dict | None:
+    """What the director left of a failed plan: {album_id, concept, error, director: meta}."""
+    try:
+        return json.loads(failed_plan_path(out, album_id).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+    tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
+    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str))
     tmp.replace(path)
 
 
+def save_plan(out: Path, record: dict) -> None:
+    _write_json(plan_path(out, record["album_id"]), record)
+    failed_plan_path(out, record["album_id"]).unlink(missing_ok=True)
+
+
 class Planner:
-    """Ray Data callable: plans every album row of a batch; one plan_json per row."""
+    """Ray Data callable: plans every album row of a batch; one plan_json per row.
+
+    Rows of a batch are planned at once on a thread pool of ``plan.concurrency`` threads
+    that lives as long as the actor; the LLM director adds its own limit on requests in
+    flight, shared by every thread (so concurrent ``__call__``s, e.g. in a threaded actor,
+    are safe too). A failed plan is a ``plan_error`` naming the reason, never a failed
+    batch; what it cost is kept in ``OUT/plans/<album_id>.failed.json``.
+    """
 
     def __init__(self, out: str, plan_cfg: dict):
         self.out = Path(out)
         self.director = make_director(plan_cfg)
         self.concurrency = int(plan_cfg["concurrency"])
+        self.pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="plan")
 
     def _plan_one(self, row: dict) -> dict:
         album_id = str(row["album_id"])
@@ -98,7 +187,17 @@ class Planner:
         try:
             plan, meta = self.director.plan(album_id, str(row["concept"]), inputs)
         except Exception as e:  # a failed plan is a failed album, never a failed batch
-            return {"plan_json": "", "plan_error": f"plan failed: {type(e).__name__}: {e}"[:2000]}
+            error = scrub(f"plan failed: {type(e).__name__}: {e}")[:2000]
+            meta = dict(getattr(e, "meta", None) or {})
+            meta["seconds"] = time.perf_counter() - t0
+            log.warning("%s (%s): %s", album_id, row["source"], error)
+            try:
+                _write_json(failed_plan_path(self.out, album_id), {
+                    "album_id": album_id, "concept": str(row["concept"]), "inputs": inputs,
+                    "source": str(row["source"]), "error": error, "director": scrub_tree(meta)})
+            except OSError as w:
+                log.warning("%s: could not keep the failed plan's record (%s)", album_id, w)
+            return {"plan_json": "", "plan_error": error}
         meta["seconds"] = time.perf_counter() - t0
         record = {
             "album_id": album_id,
@@ -106,15 +205,14 @@ class Planner:
             "inputs": inputs,
             "source": str(row["source"]),
             "plan": plan.model_dump(mode="json"),
-            "director": meta,
+            "director": scrub_tree(meta),
         }
         save_plan(self.out, record)
         return {"plan_json": json.dumps(record), "plan_error": ""}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["album_id"]))]
-        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(rows)))) as pool:
-            results = list(pool.map(self._plan_one, rows))
+        results = list(self.pool.map(self._plan_one, rows))
         batch["plan_json"] = np.array([r["plan_json"] for r in results], dtype=object)
         batch["plan_error"] = np.array([r["plan_error"] for r in results], dtype=object)
         return batch

@@ -50,3 +50,34 @@ class AlbumPlan(_Strict):
     soundscape: Soundscape
     cover_prompt: str = Field(min_length=1, max_length=1000)
     tracks: list[TrackPlan] = Field(min_length=1, max_length=30)
+
+
+# ---------------------------------------------------------------- LLM step answers
+# The chained director ("plan.steps = chain") asks one question per step; each answer
+# is validated into one of these before the next step is asked. The last step (refine)
+# answers a whole AlbumPlan.
+
+
+class ConceptAnalysis(_Strict):
+    """Step 1: what the concept is about, before any sound or image is decided."""
+
+    summary: str = Field(min_length=1, max_length=800)
+    themes: list[str] = Field(min_length=1, max_length=10)
+    moods: list[str] = Field(min_length=1, max_length=8)
+    setting: str = Field(min_length=1, max_length=400)
+    imagery: list[str] = Field(min_length=1, max_length=12)
+
+
+class TrackList(_Strict):
+    """Step 3: the tracks, in running order."""
+
+    tracks: list[TrackPlan] = Field(min_length=1, max_length=30)
+
+
+class AlbumFrame(_Strict):
+    """Step 4: what frames the tracks: title, persona, notes, cover."""
+
+    title: str = Field(min_length=1, max_length=120)
+    artist: str = Field(min_length=1, max_length=120)
+    liner_notes: str = Field(min_length=1, max_length=4000)
+    cover_prompt: str = Field(min_length=1, max_length=1000)

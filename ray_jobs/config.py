@@ -32,7 +32,17 @@ class PlanConfig(_Section):
     lyrics: bool = False
     concurrency: int = Field(8, ge=1, le=256)  # albums planned at once (LLM requests in flight)
     timeout_s: float = Field(60.0, gt=0)  # per LLM request
-    max_attempts: int = Field(3, ge=1, le=10)  # re-asks after an invalid answer
+    max_attempts: int = Field(3, ge=1, le=10)  # answers per step: an invalid one is re-asked with its error
+    # LLM director (OpenAI-compatible; server from OPENAI_BASE_URL, key from OPENAI_API_KEY, never in config)
+    steps: Literal["single", "chain"] = "single"  # single: one request per album; chain: one per template step
+    response_format: Literal["auto", "json_schema", "json_object", "text"] = "auto"  # auto: json_schema, falling
+    #   back to json_object, then plain JSON instructions, when a server refuses (remembered per server)
+    max_retries: int = Field(5, ge=0, le=20)  # per request, on 429 / 5xx / timeouts / connection errors
+    retry_backoff_s: float = Field(1.0, ge=0)  # first retry delay, doubled each retry (jitter); Retry-After wins
+    retry_backoff_max_s: float = Field(30.0, ge=0)  # cap on one retry delay
+    requests_per_minute: float | None = Field(None, gt=0)  # None: no cap beyond `concurrency` in flight
+    temperature: float | None = Field(0.7, ge=0, le=2)  # None: the server's default
+    max_tokens: int | None = Field(None, ge=1)  # per answer; None: the server's default
 
 
 class MusicConfig(_Section):

@@ -221,12 +221,17 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
          "inputs_json": json.dumps(c.inputs, ensure_ascii=False, default=str)}
         for c in concepts
     ]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 64)))
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    # One album per call, `plan.concurrency` calls at once on one threaded actor (planning
+    # waits on the network). One album per block also lets the GPU stages spread the
+    # albums over all their actors instead of receiving a single large block.
+    conc = cfg.plan.concurrency
     ds = ds.map_batches(
         Planner,
         fn_constructor_kwargs={"out": out, "plan_cfg": plan_cfg},
-        batch_size=cfg.plan.concurrency,
-        compute=ActorPoolStrategy(size=1),
+        batch_size=1,
+        compute=ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=conc,
+                                  max_concurrent_calls_per_actor=conc, enable_true_multi_threading=True),
         num_cpus=0.25,
         batch_format="numpy",
     )

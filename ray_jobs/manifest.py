@@ -61,6 +61,7 @@ ALBUMS = pa.schema(
         pa.field("image_s", pa.float64()),
         pa.field("encode_s", pa.float64()),
         pa.field("finished_at", _ts),
+        pa.field("director_json", pa.string()),  # the plan's director meta (director.plan.director_columns)
     ]
 )
 
@@ -87,6 +88,7 @@ TRACKS = pa.schema(
         pa.field("encode_s", pa.float64()),
         pa.field("worker", pa.string()),  # JSON: the actor that made it (pid, GPU ids)
         pa.field("finished_at", _ts),
+        pa.field("lyrics", pa.string()),  # the director's lyrics (--lyrics); the music stays instrumental
     ]
 )
 
@@ -153,9 +155,12 @@ def read_file(path: Path, kind: str) -> pa.Table:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for a corrupt file
         raise ManifestError(f"{path}: not a readable Parquet file ({e})") from e
-    missing = [f.name for f in schema if f.name not in table.schema.names]
-    if missing:
-        raise ManifestError(f"{path}: {kind} manifest lacks columns {missing}")
+    missing = [f for f in schema if f.name not in table.schema.names]
+    required = [f.name for f in missing if not f.nullable]
+    if required:
+        raise ManifestError(f"{path}: {kind} manifest lacks columns {required}")
+    for f in missing:  # a column added after this file was written: null for its rows
+        table = table.append_column(f, pa.nulls(table.num_rows, f.type))
     try:
         return table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:

@@ -177,7 +177,8 @@ def write_album(out: Path, spec: AlbumSpec, run_id: str, index: int = 0) -> dict
     for no, (t, tp) in enumerate(zip(spec.tracks, plan.tracks), start=1):
         row = {**common, "track_no": no, "status": t.status, "error": t.error, "title": tp.title,
                "music_prompt": tp.music_prompt, "visual_prompt": tp.visual_prompt, "seed": 1000 * index + no,
-               "planned_s": tp.duration_s, "engine": "tiny", "model": "tiny-musicgen", "finished_at": finished}
+               "planned_s": tp.duration_s, "engine": "tiny", "model": "tiny-musicgen", "finished_at": finished,
+               "lyrics": tp.lyrics}
         if t.status == "ok":
             path = f"{media}/track-{no:02d}.ogg"
             durations[no] = write_tone(out / path, t.seconds, 220.0 * (1 + no / 4))

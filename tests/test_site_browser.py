@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 # waits for every <audio> on the page: its duration after loadedmetadata, or an error
 AUDIO_DURATIONS = """() => Promise.all([...document.querySelectorAll('audio')].map(a => new Promise(resolve => {
   const done = () => resolve({duration: a.duration, error: a.error && a.error.code});
+  setTimeout(() => resolve({duration: a.duration, error: 'no loadedmetadata within 15 s'}), 15000);
   if (a.readyState >= 1) { done(); return; }
   a.addEventListener('loadedmetadata', done, {once: true});
   a.addEventListener('error', done, {once: true, capture: true});

@@ -42,16 +42,17 @@ def safe_url(url: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
+    backend = make_url(url).get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"url={safe_url(url)!r}: only sqlite and postgresql databases are supported")
     engine = create_engine(url)
-    if engine.dialect.name == "sqlite":
+    if backend == "sqlite":
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # foreign keys (ON DELETE CASCADE) are off by default
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=10000")
             cur.close()
-    elif engine.dialect.name != "postgresql":
-        raise ValueError(f"url={safe_url(url)!r}: only sqlite and postgresql databases are supported")
     return engine
 
 

@@ -96,6 +96,8 @@ class Album(Base):
     image_s: Mapped[float | None] = mapped_column(Float)
     encode_s: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    cover_worker: Mapped[str | None] = mapped_column(Text)  # JSON: the actor that rendered the cover (0002)
+    director_json: Mapped[str | None] = mapped_column(Text)  # JSON: the director's meta for this plan (0002)
 
     tracks: Mapped[list[Track]] = relationship(
         back_populates="album", order_by="Track.track_no", cascade="all, delete-orphan", passive_deletes=True)
@@ -137,5 +139,7 @@ class Track(Base):
     gen_s: Mapped[float | None] = mapped_column(Float)
     encode_s: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    worker: Mapped[str | None] = mapped_column(Text)  # JSON: the actor that made it (0002)
+    lyrics: Mapped[str | None] = mapped_column(Text)  # the director's lyrics, if asked for (0002)
 
     album: Mapped[Album] = relationship(back_populates="tracks")

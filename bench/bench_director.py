@@ -1,0 +1,117 @@
+"""Director benchmark: concepts planned per minute against a server with a set latency.
+
+A loopback OpenAI-compatible server (``tests/openai_server.py``) answers every request
+after ``--latency`` seconds; the real ``openai`` client and the real ``Planner`` (the
+Ray Data callable of the generate job, fed batches of ``plan.concurrency`` rows as the
+job feeds it) plan ``--concepts`` distinct concepts, with a fresh cache. The serial
+baseline is the same code at concurrency 1, timed on ``--serial-sample`` concepts and
+extrapolated (``--serial-sample 0`` plans all of them one after another).
+
+    .venv/bin/python bench/bench_director.py                       # 200 concepts, 1.5 s, concurrency 32
+    .venv/bin/python bench/bench_director.py --concurrency 8,32,64 --jitter 1.0
+    .venv/bin/python bench/bench_director.py --ray                 # through Ray Data, as in the job
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from openai_server import ScriptedOpenAI  # noqa: E402
+
+from director.llm import forget_server_formats  # noqa: E402
+from director.plan import Planner  # noqa: E402
+from ray_jobs.config import PlanConfig  # noqa: E402
+
+
+def plan_cfg(out: Path, concurrency: int, steps: str) -> dict:
+    cfg = PlanConfig(director="openai", director_model="bench-model", concurrency=concurrency, steps=steps,
+                     timeout_s=30.0, retry_backoff_s=0.05).model_dump(mode="json")
+    return {**cfg, "cache_dir": str(out / "cache" / "director")}
+
+
+def concept_rows(n: int, tag: str) -> list[dict]:
+    return [{"album_id": f"{tag}-{k:04d}", "concept": f"concept {k} of run {tag}: a harbour at night",
+             "source": f"bench.txt:{k + 1}", "inputs_json": json.dumps({"genre": "dub techno"})} for k in range(n)]
+
+
+def plan_in_process(rows: list[dict], concurrency: int, steps: str) -> tuple[float, int]:
+    """Planner.__call__ on consecutive batches of ``concurrency`` rows (as Ray Data does)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        planner = Planner(tmp, plan_cfg(Path(tmp), concurrency, steps))
+        t0 = time.perf_counter()
+        failed = 0
+        for i in range(0, len(rows), concurrency):
+            chunk = rows[i:i + concurrency]
+            batch = {k: np.array([r[k] for r in chunk], dtype=object) for k in chunk[0]}
+            failed += sum(bool(e) for e in planner(batch)["plan_error"])
+        return time.perf_counter() - t0, failed
+
+
+def plan_with_ray(rows: list[dict], concurrency: int, steps: str) -> tuple[float, int]:
+    """The plan stage of the generate job alone: from_items -> map_batches(Planner)."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, log_to_driver=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
+        ds = ds.map_batches(Planner, fn_constructor_kwargs={"out": tmp, "plan_cfg": plan_cfg(Path(tmp), concurrency, steps)},
+                            batch_size=concurrency, compute=ActorPoolStrategy(size=1), num_cpus=0.25,
+                            batch_format="numpy")
+        t0 = time.perf_counter()
+        failed = sum(bool(e) for b in ds.iter_batches(batch_size=None, batch_format="numpy") for e in b["plan_error"])
+        return time.perf_counter() - t0, failed
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--concepts", type=int, default=200)
+    p.add_argument("--latency", type=float, default=1.5, help="seconds the server takes per answer")
+    p.add_argument("--jitter", type=float, default=0.0, help="extra random latency, 0..JITTER s")
+    p.add_argument("--concurrency", default="32", help="comma list, e.g. 8,32,64")
+    p.add_argument("--serial-sample", type=int, default=20, help="concepts timed at concurrency 1 (0: all)")
+    p.add_argument("--steps", choices=["single", "chain"], default="single")
+    p.add_argument("--ray", action="store_true", help="run the plan stage through Ray Data")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    plan = plan_with_ray if args.ray else plan_in_process
+    requests_per_album = 1 if args.steps == "single" else 5
+
+    with ScriptedOpenAI(latency_s=args.latency, latency_jitter_s=args.jitter) as srv:
+        os.environ["OPENAI_BASE_URL"] = srv.url
+        os.environ.setdefault("OPENAI_API_KEY", "bench-not-a-key")
+        forget_server_formats()
+        n_serial = args.serial_sample or args.concepts
+        serial_s, serial_failed = plan(concept_rows(n_serial, "serial"), 1, args.steps)
+        serial_rate = 60.0 * n_serial / serial_s
+        print(f"server latency {args.latency:g} s (+0..{args.jitter:g} s), {args.steps} mode "
+              f"({requests_per_album} request(s) per album), {'Ray Data' if args.ray else 'in-process Planner'}")
+        print(f"serial:  {n_serial} concepts in {serial_s:.1f} s = {serial_rate:.1f} concepts/min"
+              + (" (extrapolated to the batch)" if n_serial < args.concepts else "")
+              + (f", {serial_failed} failed" if serial_failed else ""))
+        for c in [int(x) for x in args.concurrency.split(",")]:
+            srv.max_in_flight = 0
+            wall, failed = plan(concept_rows(args.concepts, f"c{c}"), c, args.steps)
+            rate = 60.0 * args.concepts / wall
+            ideal = 60.0 / (args.latency * requests_per_album) * c
+            print(f"concurrency {c:3d}: {args.concepts} concepts in {wall:.1f} s = {rate:.0f} concepts/min, "
+                  f"{rate / serial_rate:.1f}x serial (ideal {c}x; {rate / ideal:.0%} of the latency bound), "
+                  f"max {srv.max_in_flight} requests in flight" + (f", {failed} FAILED" if failed else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny models built once per session, one local Ray for the session.
+
+The session's Ray has 2 *logical* GPUs on this CPU-only machine (Ray resources are
+admission control only), so the fractional-GPU placement of the real cluster is
+exercised; actors still compute on the CPU since torch sees no CUDA device.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Planning must be offline in tests unless a test sets up its own OpenAI-compatible server.
+for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+    os.environ.pop(var, None)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def require_services() -> bool:
+    """CI sets ALBUMFORGE_REQUIRE_SERVICES=1: a missing service then fails instead of skipping."""
+    return os.environ.get("ALBUMFORGE_REQUIRE_SERVICES") == "1"
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    from actors.tiny import ensure_tiny
+
+    cache = Path(os.environ.get("ALBUMFORGE_TEST_TINY_CACHE") or tmp_path_factory.mktemp("tiny-models"))
+    ensure_tiny("music", cache)
+    ensure_tiny("image", cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture()
+def tiny_config(tmp_path, tiny_cache):
+    """A tiny-engine RunConfig writing into a fresh folder (2 tracks of 2 s, 64 px covers)."""
+    from ray_jobs.config import RunConfig
+
+    def make(**overrides):
+        base = {
+            "out": tmp_path / "out",
+            "tiny_cache": tiny_cache,
+            "plan.tracks_per_album": 2,
+            "plan.track_seconds": 2.0,
+            "image.steps": 2,
+        }
+        base.update(overrides)
+        return RunConfig.load(preset="tiny", **base)
+
+    return make

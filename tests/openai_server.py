@@ -1,0 +1,233 @@
+"""A scripted OpenAI-compatible server on loopback, for tests and the director benchmark.
+
+It speaks ``POST /v1/chat/completions`` (with ``usage`` tokens and error status codes)
+from the standard library's ``http.server`` in a thread. Each request takes the next
+action of the script; when the script is empty, ``default`` answers (by default: a valid
+answer for whatever the request asks, see ``good_answer``).
+
+    with ScriptedOpenAI([reply("not json"), status(429, retry_after=0.01), good()]) as srv:
+        client = openai.OpenAI(base_url=srv.url, api_key="x")
+
+Actions: ``reply(text)``, ``reply_json(obj)``, ``status(code, ...)``, ``hang(seconds)``,
+``good()``, or any callable(body) returning one of those.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+# ---------------------------------------------------------------- actions
+def reply(content: str, finish_reason: str = "stop") -> dict:
+    return {"kind": "reply", "content": content, "finish_reason": finish_reason}
+
+
+def reply_json(obj) -> dict:
+    return reply(json.dumps(obj))
+
+
+def status(code: int, message: str = "scripted error", retry_after: float | None = None) -> dict:
+    return {"kind": "status", "code": code, "message": message, "retry_after": retry_after}
+
+
+def hang(seconds: float) -> dict:
+    """Accept the request and answer nothing for ``seconds`` (then drop the connection)."""
+    return {"kind": "hang", "seconds": seconds}
+
+
+def good() -> dict:
+    return {"kind": "good"}
+
+
+# ---------------------------------------------------------------- valid answers
+def good_plan(n_tracks: int = 3, lyrics: bool = False, seconds: float = 4.0, tag: str = "") -> dict:
+    return {
+        "title": f"Harbour Lights{tag}",
+        "artist": "The Quiet Cartographers",
+        "liner_notes": "Night ferries, sodium lamps and the hum of the dock, in eight slow movements.",
+        "soundscape": {
+            "genres": ["ambient", "dub techno"],
+            "instruments": ["Rhodes piano", "analog pads", "upright bass", "brushed drums"],
+            "tempo_min_bpm": 70, "tempo_max_bpm": 96,
+            "production": "warm tape saturation, long plate reverb",
+            "cultural_elements": [], "instrumental": True,
+        },
+        "cover_prompt": "a lit ferry crossing a dark harbour, long exposure, teal and amber, no text",
+        "tracks": [
+            {"title": f"Pier {k}", "duration_s": seconds,
+             "music_prompt": f"ambient dub techno, {70 + 3 * k} bpm, Rhodes piano, upright bass, "
+                             "nocturnal mood, tape warmth, instrumental, no vocals",
+             "visual_prompt": f"harbour at night, pier {k}, sodium light, fog, teal and amber, film photo",
+             "lyrics": f"lamps on the water / line {k}" if lyrics else None}
+            for k in range(1, n_tracks + 1)
+        ],
+    }
+
+
+def good_step(name: str, n_tracks: int = 3, lyrics: bool = False, seconds: float = 4.0) -> dict:
+    plan = good_plan(n_tracks, lyrics, seconds)
+    if name == "ConceptAnalysis":
+        return {"summary": "a harbour at night", "themes": ["travel"], "moods": ["calm"],
+                "setting": "a port city", "imagery": ["ferries", "lamps"]}
+    if name == "Soundscape":
+        return plan["soundscape"]
+    if name == "TrackList":
+        return {"tracks": plan["tracks"]}
+    if name == "AlbumFrame":
+        return {k: plan[k] for k in ("title", "artist", "liner_notes", "cover_prompt")}
+    return plan
+
+
+def asked_for(body: dict) -> tuple[str, int, bool]:
+    """(answer name, track count, lyrics?) that a director request asks for."""
+    text = "\n".join(str(m.get("content") or "") for m in body.get("messages", []))
+    last = str(body.get("messages", [{}])[-1].get("content") or "")
+    rf = body.get("response_format") or {}
+    name = (rf.get("json_schema") or {}).get("name")
+    if not name:
+        m = re.search(r"the (\w+), and nothing else", last) or re.search(r"\((\w+)\) and nothing else", last)
+        name = m.group(1) if m else "AlbumPlan"
+    counts = re.findall(r"exactly (\d+) tracks", text)
+    return name, int(counts[-1]) if counts else 3, "- lyrics: a short lyric" in text
+
+
+def good_answer(body: dict) -> dict:
+    name, n, lyrics = asked_for(body)
+    return reply_json(good_step(name, n, lyrics))
+
+
+# ---------------------------------------------------------------- the server
+class ScriptedOpenAI:
+    def __init__(self, script=(), default=good_answer, latency_s: float = 0.0, reject_json_schema: bool = False,
+                 api_key: str | None = None, latency_jitter_s: float = 0.0):
+        self.script = deque(script)
+        self.default = default
+        self.latency_s = latency_s  # every answer waits this long (plus up to latency_jitter_s)
+        self.latency_jitter_s = latency_jitter_s
+        self.reject_json_schema = reject_json_schema
+        self.api_key = api_key  # when set, other keys get 401
+        self.requests: list[dict] = []  # {"body", "headers" (lower-case names), "t"} per request, in arrival order
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+
+    # the script ---------------------------------------------------------------
+    def _next_action(self, body: dict) -> dict:
+        with self._lock:
+            action = self.script.popleft() if self.script else None
+        action = action or self.default
+        while callable(action):
+            action = action(body)
+        if action.get("kind") == "good":
+            action = good_answer(body)
+        return action
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("content-length") or 0)
+        raw = handler.rfile.read(length) if length else b"{}"
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError:
+            return self._send(handler, 400, {"error": {"message": "body is not JSON"}})
+        with self._lock:
+            self.requests.append({"body": body, "headers": {k.lower(): v for k, v in handler.headers.items()},
+                                  "t": time.monotonic()})
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if handler.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+                return self._send(handler, 404, {"error": {"message": f"no route {handler.path}"}})
+            if self.api_key and handler.headers.get("authorization") != f"Bearer {self.api_key}":
+                return self._send(handler, 401, {"error": {"message": "Incorrect API key provided",
+                                                           "type": "invalid_request_error"}})
+            if self.latency_s or self.latency_jitter_s:
+                self._stop.wait(self.latency_s + random.uniform(0, self.latency_jitter_s))
+            if self.reject_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
+                return self._send(handler, 400, {"error": {"message": "response_format json_schema is not supported",
+                                                           "type": "invalid_request_error"}})
+            action = self._next_action(body)
+            kind = action["kind"]
+            if kind == "hang":
+                self._stop.wait(action["seconds"])
+                handler.close_connection = True
+                return None
+            if kind == "status":
+                headers = {"retry-after": str(action["retry_after"])} if action.get("retry_after") is not None else {}
+                return self._send(handler, action["code"], {"error": {"message": action["message"],
+                                                                      "type": "server_error"}}, headers)
+            content = action["content"]
+            prompt_chars = sum(len(str(m.get("content") or "")) for m in body.get("messages", []))
+            tokens_in, tokens_out = max(1, prompt_chars // 4), max(1, len(content) // 4)
+            return self._send(handler, 200, {
+                "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model", "scripted"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                             "finish_reason": action.get("finish_reason", "stop")}],
+                "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out,
+                          "total_tokens": tokens_in + tokens_out},
+            })
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    @staticmethod
+    def _send(handler, code: int, payload: dict, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            handler.send_response(code)
+            handler.send_header("content-type", "application/json")
+            handler.send_header("content-length", str(len(data)))
+            for k, v in (headers or {}).items():
+                handler.send_header(k, v)
+            handler.end_headers()
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+            handler.close_connection = True
+
+    # lifecycle ----------------------------------------------------------------
+    def start(self) -> "ScriptedOpenAI":
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802
+                server._handle(self)
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()  # wakes hanging and slow answers
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> "ScriptedOpenAI":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    @property
+    def bodies(self) -> list[dict]:
+        return [r["body"] for r in self.requests]
