@@ -59,8 +59,12 @@ def plan_in_process(rows: list[dict], concurrency: int, steps: str) -> tuple[flo
         return time.perf_counter() - t0, failed
 
 
-def plan_with_ray(rows: list[dict], concurrency: int, steps: str) -> tuple[float, int]:
-    """The plan stage of the generate job alone: from_items -> map_batches(Planner)."""
+def plan_with_ray(rows: list[dict], concurrency: int, steps: str, overlap: int = 1) -> tuple[float, int]:
+    """The plan stage of the generate job alone: from_items -> map_batches(Planner).
+
+    ``overlap`` > 1 lets that many batches run in the one Planner actor at once (their
+    rows share its ``concurrency`` threads), so no batch waits for another's last album.
+    """
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -69,7 +73,9 @@ def plan_with_ray(rows: list[dict], concurrency: int, steps: str) -> tuple[float
     with tempfile.TemporaryDirectory() as tmp:
         ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
         ds = ds.map_batches(Planner, fn_constructor_kwargs={"out": tmp, "plan_cfg": plan_cfg(Path(tmp), concurrency, steps)},
-                            batch_size=concurrency, compute=ActorPoolStrategy(size=1), num_cpus=0.25,
+                            batch_size=concurrency, num_cpus=0.25,
+                            compute=ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=overlap,
+                                                      enable_true_multi_threading=overlap > 1),
                             batch_format="numpy")
         t0 = time.perf_counter()
         failed = sum(bool(e) for b in ds.iter_batches(batch_size=None, batch_format="numpy") for e in b["plan_error"])
@@ -85,9 +91,14 @@ def main(argv=None) -> int:
     p.add_argument("--serial-sample", type=int, default=20, help="concepts timed at concurrency 1 (0: all)")
     p.add_argument("--steps", choices=["single", "chain"], default="single")
     p.add_argument("--ray", action="store_true", help="run the plan stage through Ray Data")
+    p.add_argument("--overlap", type=int, default=1, help="with --ray: Planner calls running at once in the actor")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    plan = plan_with_ray if args.ray else plan_in_process
+    if args.ray:
+        def plan(rows, c, steps):
+            return plan_with_ray(rows, c, steps, args.overlap)
+    else:
+        plan = plan_in_process
     requests_per_album = 1 if args.steps == "single" else 5
 
     with ScriptedOpenAI(latency_s=args.latency, latency_jitter_s=args.jitter) as srv:
@@ -98,7 +109,7 @@ def main(argv=None) -> int:
         serial_s, serial_failed = plan(concept_rows(n_serial, "serial"), 1, args.steps)
         serial_rate = 60.0 * n_serial / serial_s
         print(f"server latency {args.latency:g} s (+0..{args.jitter:g} s), {args.steps} mode "
-              f"({requests_per_album} request(s) per album), {'Ray Data' if args.ray else 'in-process Planner'}")
+              f"({requests_per_album} request(s) per album), {f'Ray Data (overlap {args.overlap})' if args.ray else 'in-process Planner'}")
         print(f"serial:  {n_serial} concepts in {serial_s:.1f} s = {serial_rate:.1f} concepts/min"
               + (" (extrapolated to the batch)" if n_serial < args.concepts else "")
               + (f", {serial_failed} failed" if serial_failed else ""))

@@ -1,0 +1,60 @@
+"""`ray job submit` against a head this test starts on loopback (and stops after)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ray_jobs import manifest as mf
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def ray_head(tmp_path):
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    port, dash = free_port(), free_port()
+    temp = Path("/tmp") / f"rayhead-{os.getpid()}"  # short: Ray's socket paths have a length limit
+    start = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
+             "--num-cpus=3", "--num-gpus=0", f"--temp-dir={temp}", "--disable-usage-stats"]
+    subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+    try:
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_ray_job_submit_runs_the_generate_job(ray_head, tiny_cache, tmp_path):
+    address, env = ray_head
+    concepts = tmp_path / "c.txt"
+    concepts.write_text("A harbor town waking up in fog\nA night train through snowy mountains\n")
+    out = tmp_path / "out"
+    cmd = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", address,
+           "--working-dir", str(REPO), "--",
+           sys.executable, "-m", "ray_jobs.generate", str(concepts), "--out", str(out),
+           "--tiny-cache", str(tiny_cache), "--tracks", "2", "--seconds", "1", "--steps", "2"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=REPO)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    assert "succeeded" in result.stdout.lower()
+    assert "2 ok, 0 failed" in result.stdout  # the job's own summary line, streamed back
+    albums = mf.read_manifest(out, "albums").to_pylist()
+    assert len(albums) == 2 and {a["status"] for a in albums} == {"ok"}
+    runs = mf.read_manifest(out, "runs").to_pylist()
+    # the job joined the submitted-to cluster instead of starting its own
+    import json
+
+    assert json.loads(runs[0]["resources_json"])["cluster"]["CPU"] == 3.0
