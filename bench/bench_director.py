@@ -1,11 +1,12 @@
 """Director benchmark: concepts planned per minute against a server with a set latency.
 
 A loopback OpenAI-compatible server (``tests/openai_server.py``) answers every request
-after ``--latency`` seconds; the real ``openai`` client and the real ``Planner`` (the
-Ray Data callable of the generate job, fed batches of ``plan.concurrency`` rows as the
-job feeds it) plan ``--concepts`` distinct concepts, with a fresh cache. The serial
-baseline is the same code at concurrency 1, timed on ``--serial-sample`` concepts and
-extrapolated (``--serial-sample 0`` plans all of them one after another).
+after ``--latency`` seconds; the real ``openai`` client and the real ``Planner`` plan
+``--concepts`` distinct concepts with a fresh cache: in process (``Planner.__call__`` on
+consecutive batches of ``plan.concurrency`` rows) or, with ``--ray``, as the plan stage
+of the generate job in Ray Data. The serial baseline is the same Planner at concurrency 1
+(in process), timed on ``--serial-sample`` concepts and extrapolated (``--serial-sample
+0`` plans all of them one after another).
 
     .venv/bin/python bench/bench_director.py                       # 200 concepts, 1.5 s, concurrency 32
     .venv/bin/python bench/bench_director.py --concurrency 8,32,64 --jitter 1.0
@@ -59,23 +60,29 @@ def plan_in_process(rows: list[dict], concurrency: int, steps: str) -> tuple[flo
         return time.perf_counter() - t0, failed
 
 
-def plan_with_ray(rows: list[dict], concurrency: int, steps: str, overlap: int = 1) -> tuple[float, int]:
+def plan_with_ray(rows: list[dict], concurrency: int, steps: str, overlap: int = 0) -> tuple[float, int]:
     """The plan stage of the generate job alone: from_items -> map_batches(Planner).
 
-    ``overlap`` > 1 lets that many batches run in the one Planner actor at once (their
-    rows share its ``concurrency`` threads), so no batch waits for another's last album.
+    ``overlap`` 0 mirrors the job (ray_jobs/generate.py): one album per block and per
+    call, ``concurrency`` calls at once on one threaded actor. ``overlap`` k >= 1: batches
+    of ``concurrency`` albums, k calls at once (1: the pre-threaded shape).
     """
     import ray
     from ray.data import ActorPoolStrategy
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, log_to_driver=False)
+    if overlap == 0:
+        blocks, batch, calls = len(rows), 1, concurrency
+    else:
+        blocks, batch, calls = max(1, min(len(rows), 64)), concurrency, overlap
     with tempfile.TemporaryDirectory() as tmp:
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
+        ds = ray.data.from_items(rows, override_num_blocks=blocks)
         ds = ds.map_batches(Planner, fn_constructor_kwargs={"out": tmp, "plan_cfg": plan_cfg(Path(tmp), concurrency, steps)},
-                            batch_size=concurrency, num_cpus=0.25,
-                            compute=ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=overlap,
-                                                      enable_true_multi_threading=overlap > 1),
+                            batch_size=batch, num_cpus=0.25,
+                            compute=ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=max(2, calls),
+                                                      max_concurrent_calls_per_actor=calls,
+                                                      enable_true_multi_threading=calls > 1),
                             batch_format="numpy")
         t0 = time.perf_counter()
         failed = sum(bool(e) for b in ds.iter_batches(batch_size=None, batch_format="numpy") for e in b["plan_error"])
@@ -91,7 +98,9 @@ def main(argv=None) -> int:
     p.add_argument("--serial-sample", type=int, default=20, help="concepts timed at concurrency 1 (0: all)")
     p.add_argument("--steps", choices=["single", "chain"], default="single")
     p.add_argument("--ray", action="store_true", help="run the plan stage through Ray Data")
-    p.add_argument("--overlap", type=int, default=1, help="with --ray: Planner calls running at once in the actor")
+    p.add_argument("--overlap", type=int, default=0,
+                   help="with --ray: 0 = the job's shape (one album a call, `concurrency` calls at once); "
+                        "k = batches of `concurrency` albums, k calls at once")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.ray:
@@ -106,10 +115,11 @@ def main(argv=None) -> int:
         os.environ.setdefault("OPENAI_API_KEY", "bench-not-a-key")
         forget_server_formats()
         n_serial = args.serial_sample or args.concepts
-        serial_s, serial_failed = plan(concept_rows(n_serial, "serial"), 1, args.steps)
+        # one after another: the same Planner at concurrency 1, in process (no Ray start-up in it)
+        serial_s, serial_failed = plan_in_process(concept_rows(n_serial, "serial"), 1, args.steps)
         serial_rate = 60.0 * n_serial / serial_s
         print(f"server latency {args.latency:g} s (+0..{args.jitter:g} s), {args.steps} mode "
-              f"({requests_per_album} request(s) per album), {f'Ray Data (overlap {args.overlap})' if args.ray else 'in-process Planner'}")
+              f"({requests_per_album} request(s) per album), {(f'Ray Data (overlap {args.overlap})' if args.overlap else 'Ray Data, the job shape') if args.ray else 'in-process Planner'}")
         print(f"serial:  {n_serial} concepts in {serial_s:.1f} s = {serial_rate:.1f} concepts/min"
               + (" (extrapolated to the batch)" if n_serial < args.concepts else "")
               + (f", {serial_failed} failed" if serial_failed else ""))

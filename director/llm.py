@@ -15,8 +15,8 @@ One ``plan()`` call, in steps:
      attempts, requests, cache hits, seconds)
 
 JSON is asked for with a JSON-schema ``response_format``; a server that rejects it (400
-or 422) is asked with ``json_object``, then with plain instructions only, and the
-fallback is remembered per server and model for the life of the process.
+or 422 naming the format) is asked with ``json_object``, then with plain instructions
+only, and the fallback is remembered per server and model for the life of the process.
 
 The API key is read from ``OPENAI_API_KEY`` (the server from ``OPENAI_BASE_URL``) and
 never written anywhere: every text that leaves this module (errors, logs, meta) passes
@@ -369,7 +369,8 @@ class LLMDirector:
             except openai.APIStatusError as e:
                 reason = self._describe(e)
                 status = e.status_code
-                if status in (400, 422) and self.response_format == "auto" and fmt != FORMATS[-1]:
+                if (status in (400, 422) and self.response_format == "auto" and fmt != FORMATS[-1]
+                        and _about_format(e)):
                     self._downgrade(fmt, reason)
                     continue
                 if status in _RETRY_STATUS or status >= 500:
@@ -432,6 +433,13 @@ def _retry_after(e: openai.APIStatusError) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except (AttributeError, ValueError):
         return None
+
+
+def _about_format(e: openai.APIStatusError) -> bool:
+    """Whether a 400/422 refuses the response_format (not, say, an over-long prompt)."""
+    text = f"{e.body} {e.message}".lower() if e.body is not None else ""
+    return not text.strip() or any(w in text for w in ("response_format", "json_schema", "json_object",
+                                                         "schema", "format", "grammar", "guided"))
 
 
 def forget_server_formats() -> None:

@@ -171,7 +171,10 @@ class Planner:
     batch; what it cost is kept in ``OUT/plans/<album_id>.failed.json``.
     """
 
-    def __init__(self, out: str, plan_cfg: dict):
+    def __init__(self, out: str, plan_cfg: dict, env: dict | None = None):
+        # OPENAI_* settings travel from the driver as constructor arguments (never in a
+        # runtime_env, which Ray shows on its dashboard): a cluster's workers lack them.
+        os.environ.update(env or {})
         self.out = Path(out)
         self.director = make_director(plan_cfg)
         self.concurrency = int(plan_cfg["concurrency"])

@@ -19,6 +19,7 @@ _FLAGS = {
     "seed": "seed",
     "director": "plan.director",
     "director_model": "plan.director_model",
+    "director_steps": "plan.steps",
     "prompts": "plan.prompts_dir",
     "tracks": "plan.tracks_per_album",
     "seconds": "plan.track_seconds",
@@ -52,7 +53,9 @@ def generate_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     g = p.add_argument_group("plan")
     g.add_argument("--director", choices=["auto", "offline", "openai"])
-    g.add_argument("--director-model")
+    g.add_argument("--director-model", help="model name on the OpenAI-compatible server")
+    g.add_argument("--director-steps", choices=["single", "chain"],
+                   help="single: one request per album; chain: one request per planning step")
     g.add_argument("--prompts", type=Path, help="folder of *.j2 templates overriding prompts/")
     g.add_argument("--tracks", type=int, help="tracks per album")
     g.add_argument("--seconds", type=float, help="track seconds")
@@ -81,6 +84,9 @@ def generate_parser() -> argparse.ArgumentParser:
 
 def generate_main(argv: list[str]) -> int:
     args = generate_parser().parse_args(argv)
+    import jinja2
+
+    from director.templates import TemplateVarError
     from ray_jobs.concepts import ConceptsError
     from ray_jobs.config import RunConfig
 
@@ -94,7 +100,7 @@ def generate_main(argv: list[str]) -> int:
 
     try:
         summary = run(args.concepts, cfg)
-    except ConceptsError as e:
+    except (ConceptsError, TemplateVarError, jinja2.TemplateError) as e:
         print(f"albumforge: {e}", file=sys.stderr)
         return 2
     mpa = summary.minutes_per_album

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections import defaultdict
@@ -21,7 +22,14 @@ from importlib import metadata
 from pathlib import Path
 
 from actors.jobs import KIND_COVER, KIND_FAILED, KIND_TRACK
-from director.plan import explode, load_saved_plan, resolve_director
+from director.plan import (
+    check_templates,
+    director_columns,
+    explode,
+    load_failed_plan,
+    load_saved_plan,
+    resolve_director,
+)
 from ray_jobs import manifest as mf
 from ray_jobs.concepts import Concept, Rejected, read_concepts
 from ray_jobs.config import RunConfig
@@ -127,6 +135,8 @@ class AlbumWriter:
             error = failed[0]["error"] if failed else (lost or "plan missing after planning")
             album = _failed_album_row(self.run_id, aid, c.source, c.concept, error, self.cfg)
             album["inputs_json"] = json.dumps(c.inputs, ensure_ascii=False, default=str)
+            failed_record = load_failed_plan(self.out, aid)
+            album.update(director_columns(failed_record["director"] if failed_record else None))
             mf.write_manifest(self.out, "tracks", aid, [])
             mf.write_manifest(self.out, "albums", aid, [album])
             summary.n_failed += 1
@@ -153,7 +163,7 @@ class AlbumWriter:
                 "sample_rate": int(r["sample_rate"]) if ok else None, "lufs": None,
                 "engine": self.cfg.music.engine, "model": _model_name(self.cfg.music),
                 "gen_s": float(r.get("gen_s") or 0.0), "encode_s": float(r.get("encode_s") or 0.0),
-                "worker": r.get("worker") or None, "finished_at": _now(),
+                "worker": r.get("worker") or None, "lyrics": t.get("lyrics"), "finished_at": _now(),
             })
         if cover is None and 0 in prev:
             cover = prev[0]
@@ -182,13 +192,11 @@ class AlbumWriter:
             "plan_path": str(Path("plans") / f"{aid}.json"),
             "n_tracks": len(tracks), "n_tracks_ok": n_ok,
             "duration_s": sum(t["duration_s"] or 0.0 for t in tracks),
-            "director": meta.get("director"), "director_model": meta.get("model"),
-            "director_attempts": meta.get("attempts"), "tokens_in": meta.get("tokens_in"),
-            "tokens_out": meta.get("tokens_out"),
             "engine": self.cfg.music.engine, "music_model": _model_name(self.cfg.music),
             "image_model": _model_name(self.cfg.image),
             "plan_s": float(meta.get("seconds") or 0.0), "music_s": music_s, "image_s": image_s,
             "encode_s": encode_s, "finished_at": _now(),
+            **director_columns(meta),
         }
         mf.write_manifest(self.out, "tracks", aid, tracks)
         mf.write_manifest(self.out, "albums", aid, [album])  # last: the album's completion marker
@@ -214,6 +222,7 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
 
     out = str(cfg.out.resolve())
     plan_cfg = {**cfg.plan.model_dump(mode="json"), "cache_dir": str(cfg.out.resolve() / "cache" / "director")}
+    plan_env = {k: os.environ[k] for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if os.environ.get(k)}
     done = {aid: sorted(items) for aid, items in finished.items.items()}
     rows_per_image = cfg.plan.tracks_per_album + 1  # an album's rows hold one cover
     items = [
@@ -228,7 +237,7 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     conc = cfg.plan.concurrency
     ds = ds.map_batches(
         Planner,
-        fn_constructor_kwargs={"out": out, "plan_cfg": plan_cfg},
+        fn_constructor_kwargs={"out": out, "plan_cfg": plan_cfg, "env": plan_env},
         batch_size=1,
         compute=ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=conc,
                                   max_concurrent_calls_per_actor=conc, enable_true_multi_threading=True),
@@ -292,6 +301,7 @@ def run(concepts_path: Path, cfg: RunConfig) -> RunSummary:
     # 1. read concepts (bad rows are failed albums; a bad file stops here, before Ray)
     settings = cfg.plan_settings(director)
     concepts, rejected = read_concepts(concepts_path, settings, cfg.seed)
+    check_templates(cfg.plan, concepts)  # a template variable a row lacks: named error, no call made
     out.mkdir(parents=True, exist_ok=True)
     run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     summary = RunSummary(run_id=run_id, out=out, n_concepts=len(concepts) + len(rejected))

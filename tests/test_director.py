@@ -370,3 +370,11 @@ def test_the_key_never_leaks(tmp_path, caplog):
     assert not [t for t in texts if KEY.encode() in t]
     assert KEY not in caplog.text and KEY not in "".join(batch["plan_error"])
     assert "***" in batch["plan_error"][1]
+
+
+def test_other_400s_fail_the_album_without_downgrading(server):
+    server.script.append(status(400, "This model's maximum context length is 8192 tokens"))
+    with pytest.raises(DirectorError, match="refused the request: HTTP 400: This model's maximum context"):
+        director(server).plan("a1", CONCEPT, {})
+    director(server).plan("a2", CONCEPT, {})
+    assert [b["response_format"]["type"] for b in server.bodies] == ["json_schema", "json_schema"]
