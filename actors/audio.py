@@ -1,6 +1,13 @@
-"""Audio post-processing on the CPU: clean up the model's waveform and encode it.
+"""Audio post-processing on the CPU: stitch windows, master, encode.
 
-Encoding goes through soundfile (libsndfile: OGG/Vorbis, FLAC, WAV).
+- ``crossfade``: joins two generate() windows that overlap (the later one starts with the
+  earlier one's context): an equal-power fade whose gains are corrected for how alike the
+  two overlaps are, so neither a click nor a loudness swell marks the seam.
+- ``master``: DC and NaN clean-up, fades, loudness normalisation to an integrated LUFS
+  target (ITU-R BS.1770-4 via pyloudnorm), and a look-ahead limiter that keeps the true
+  peak (4x oversampled, scipy.signal.resample_poly) under a ceiling in dBTP.
+- ``write_audio``: soundfile/libsndfile encoders (OGG/Vorbis, MP3, FLAC, WAV); tags and
+  the cover are added later by ``actors.tags`` (the cover is drawn after the music).
 """
 
 from __future__ import annotations
@@ -13,25 +20,146 @@ import soundfile as sf
 # soundfile (format, subtype) per file suffix
 FORMATS = {
     "ogg": ("OGG", "VORBIS"),
-    "wav": ("WAV", "PCM_16"),
+    "mp3": ("MP3", "MPEG_LAYER_III"),
     "flac": ("FLAC", "PCM_16"),
+    "wav": ("WAV", "PCM_16"),
 }
+OVERSAMPLE = 4  # true-peak estimate: BS.1770-4 asks for at least 4x at 48 kHz
+LIMITER_WINDOW_S = 0.01  # look-ahead (and release) of the limiter's gain, each side of a peak
+BLOCK_S = 0.4  # BS.1770 gating block: shorter audio has no integrated loudness
 
 
-def finish(samples: np.ndarray, sample_rate: int, fade_s: float = 0.05) -> np.ndarray:
-    """Float32 mono in [-1, 1], DC removed, short fades so a track never starts or ends on a click."""
-    x = np.asarray(samples, dtype=np.float32).reshape(-1)
-    x = np.nan_to_num(x - x.mean(), nan=0.0, posinf=0.0, neginf=0.0)
-    n = min(int(fade_s * sample_rate), len(x) // 2)
-    if n > 0:
-        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
-        x[:n] *= ramp
-        x[-n:] *= ramp[::-1]
-    return np.clip(x, -1.0, 1.0)
+# ---------------------------------------------------------------- stitching windows
+def crossfade(head: np.ndarray, tail: np.ndarray, overlap: int, fade: int) -> np.ndarray:
+    """``head`` followed by ``tail``, whose first ``overlap`` samples cover the same time as
+    the last ``overlap`` samples of ``head``; the switch is a ``fade``-sample crossfade in
+    the middle of the overlap (away from both windows' edges).
+
+    Equal-power gains (cos, sin) keep the level of two unrelated signals; the continuation's
+    overlap is the *same* audio codes decoded again (correlation close to 1), where plain
+    equal-power would swell by 3 dB. Dividing by sqrt(1 + 2·rho·cos·sin), rho the measured
+    correlation of the two overlaps, keeps the power constant: equal-power at rho = 0,
+    equal-gain at rho = 1; rho is clipped at -0.5 (a phase-opposed overlap gains <= 3 dB).
+    """
+    head = np.asarray(head, dtype=np.float32)
+    tail = np.asarray(tail, dtype=np.float32)
+    if not 0 <= fade <= overlap <= min(len(head), len(tail)):
+        raise ValueError(f"crossfade needs 0 <= fade={fade} <= overlap={overlap} <= both lengths "
+                         f"(head {len(head)}, tail {len(tail)})")
+    start = (overlap - fade) // 2  # offset of the fade inside the overlap
+    h0 = len(head) - overlap + start  # where the fade begins in head
+    if fade == 0:
+        return np.concatenate([head[:h0], tail[start:]])
+    a, b = head[h0 : h0 + fade], tail[start : start + fade]
+    denom = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
+    rho = float(np.clip(np.dot(a, b) / denom, -0.5, 1.0)) if denom > 0 else 0.0
+    theta = (np.arange(fade, dtype=np.float64) + 0.5) / fade * (np.pi / 2)
+    g_out, g_in = np.cos(theta), np.sin(theta)
+    norm = np.sqrt(1.0 + 2.0 * rho * g_out * g_in)
+    mixed = (a * (g_out / norm) + b * (g_in / norm)).astype(np.float32)
+    return np.concatenate([head[:h0], mixed, tail[start + fade :]])
 
 
-def write_audio(samples: np.ndarray, sample_rate: int, stem: Path, formats: list[str]) -> list[Path]:
-    """Write ``stem.<fmt>`` for every format (atomically: temp name, then rename)."""
+# ---------------------------------------------------------------- mastering
+def _oversampled(x: np.ndarray) -> np.ndarray:
+    """|x| at 4x the rate: scipy.signal.resample_poly's 81-tap Kaiser FIR (20 taps a phase,
+    longer than BS.1770-4's 48-tap reference, so it reads inter-sample peaks at least as high).
+    Like any 4x meter it can under-read content near Nyquist by up to ~0.7 dB."""
+    from scipy.signal import resample_poly
+
+    return np.abs(resample_poly(x, OVERSAMPLE, 1))[: len(x) * OVERSAMPLE]
+
+
+def true_peak(x: np.ndarray) -> float:
+    """Peak of the 4x-oversampled signal (catches inter-sample peaks a DAC would make)."""
+    return float(_oversampled(x).max()) if len(x) else 0.0
+
+
+def loudness(x: np.ndarray, sample_rate: int) -> float:
+    """Integrated loudness in LUFS (BS.1770-4 with gating); NaN when shorter than one
+    400 ms block, -inf for silence."""
+    import pyloudnorm
+
+    if len(x) < int(BLOCK_S * sample_rate) + 1:
+        return float("nan")
+    return float(pyloudnorm.Meter(sample_rate).integrated_loudness(np.asarray(x, dtype=np.float64)))
+
+
+def limit(x: np.ndarray, sample_rate: int, ceiling_db: float) -> np.ndarray:
+    """A look-ahead brick-wall limiter on the true peak: the gain needed under every
+    oversampled peak, min-filtered then box-smoothed over the same window (so the smooth
+    gain is never above what any sample needs), then a final trim for what is left."""
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+
+    ceiling = 10.0 ** (ceiling_db / 20.0)
+    n = len(x)
+    if n == 0:
+        return x
+    peak = _oversampled(x).reshape(n, OVERSAMPLE).max(axis=1)  # the true peak around each sample
+    if peak.max() <= ceiling:
+        return x
+    need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
+    size = 2 * max(1, int(LIMITER_WINDOW_S * sample_rate)) + 1
+    gain = uniform_filter1d(minimum_filter1d(need, size=size), size=size)
+    x = (x * gain).astype(np.float32)
+    tp = true_peak(x)
+    if tp > ceiling:  # interpolation between gain steps can leave a hair above the ceiling
+        x = (x * (ceiling / tp * 0.999)).astype(np.float32)
+    return x
+
+
+def _fade(n: int, length: int) -> np.ndarray:
+    """A raised-cosine ramp 0 -> 1 of ``length`` samples (at most a quarter of ``n``)."""
+    length = min(length, n // 4)
+    return 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, length, dtype=np.float64))
+
+
+def master(
+    samples: np.ndarray,
+    sample_rate: int,
+    target_lufs: float | None = -14.0,
+    true_peak_db: float = -1.0,
+    fade_in_s: float = 0.05,
+    fade_out_s: float = 2.0,
+) -> tuple[np.ndarray, float]:
+    """A finished track: float32 mono, the fades, ``target_lufs`` integrated (None: level
+    left alone), true peak under ``true_peak_db``. Returns (samples, measured LUFS)."""
+    # 1. clean: mono float, no NaN/inf, no DC offset
+    x = np.nan_to_num(np.asarray(samples, dtype=np.float64).reshape(-1), nan=0.0, posinf=0.0, neginf=0.0)
+    x = x - x.mean() if len(x) else x
+    # 2. fades (before loudness, so the target is met by the track as heard)
+    n = len(x)
+    ramp_in, ramp_out = _fade(n, int(fade_in_s * sample_rate)), _fade(n, int(fade_out_s * sample_rate))
+    if len(ramp_in):
+        x[: len(ramp_in)] *= ramp_in
+    if len(ramp_out):
+        x[n - len(ramp_out) :] *= ramp_out[::-1]
+    # 3. gain to the target, limit, re-measure: limiting lowers the loudness a little, so
+    #    the gain is corrected from the original a few times (never limiting twice)
+    x = x.astype(np.float32)
+    measured = loudness(x, sample_rate)
+    if target_lufs is not None and np.isfinite(measured):
+        gain_db = target_lufs - measured
+        for _ in range(4):
+            y = limit((x * 10.0 ** (gain_db / 20.0)).astype(np.float32), sample_rate, true_peak_db)
+            measured = loudness(y, sample_rate)
+            if not np.isfinite(measured) or abs(measured - target_lufs) < 0.1:
+                break
+            gain_db += target_lufs - measured
+    else:
+        y = limit(x, sample_rate, true_peak_db)
+        measured = loudness(y, sample_rate)
+    return np.clip(y, -1.0, 1.0).astype(np.float32), measured
+
+
+# ---------------------------------------------------------------- encoding
+def write_audio(
+    samples: np.ndarray, sample_rate: int, stem: Path, formats: list[str], compression_level: float | None = None
+) -> list[Path]:
+    """Write ``stem.<fmt>`` for every format (atomically: temp name, then rename).
+
+    ``compression_level`` (0 best .. 1 smallest) applies to OGG, MP3 and FLAC; None keeps
+    libsndfile's default."""
     paths = []
     for fmt in formats:
         if fmt not in FORMATS:
@@ -40,7 +168,8 @@ def write_audio(samples: np.ndarray, sample_rate: int, stem: Path, formats: list
         path = Path(stem).with_suffix(f".{fmt}")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".tmp-{path.name}")
-        sf.write(tmp, samples, sample_rate, format=major, subtype=subtype)
+        level = compression_level if fmt != "wav" else None
+        sf.write(tmp, samples, sample_rate, format=major, subtype=subtype, compression_level=level)
         tmp.replace(path)
         paths.append(path)
     return paths

@@ -1,8 +1,24 @@
-"""ImageActor: a Stable Diffusion pipeline held warm; renders covers in batches."""
+"""ImageActor: a Stable Diffusion pipeline held warm; renders covers and track art in batches.
+
+Per call, for the cover and art rows of a batch (other rows pass through untouched), in
+groups of ``batch_size`` images:
+
+  1. house style around each director prompt; the style's negative prompt
+  2. encode: prompts that fit CLIP's 77 tokens go to the pipeline as text; a longer one
+     is encoded in 75-token chunks whose embeddings are concatenated (``long_prompts=
+     "chunk"``), or cut by CLIP (``"truncate"``); either way the row's ``prompt_note`` says so
+  3. base render, one seeded generator per image (image k is the same in any batch)
+  4. optional hires pass: upscale, then img2img on the same components (no second load)
+  5. CLIP score of each image against its director prompt (``score``)
+
+A row whose image fails is a failed row; the rest of the batch completes.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
 from pathlib import Path
 
@@ -10,7 +26,24 @@ import numpy as np
 import torch
 
 from actors.engines import load_image
-from actors.jobs import worker_info, writable, KIND_COVER, media_dir
+from actors.jobs import KIND_ART, KIND_COVER, media_dir, worker_info, writable
+
+log = logging.getLogger(__name__)
+
+IMAGE_KINDS = (KIND_COVER, KIND_ART)
+
+
+def image_name(kind: str, item_no: int) -> str:
+    """File name of an image in its album folder: cover.png, track-NN.png."""
+    if kind == KIND_COVER:
+        return "cover.png"
+    if kind == KIND_ART:
+        return f"track-{int(item_no):02d}.png"
+    raise ValueError(f"kind={kind!r} is not an image kind (expected one of {IMAGE_KINDS})")
+
+
+def _join(*parts: str) -> str:
+    return ", ".join(p.strip() for p in parts if p and p.strip())
 
 
 class ImageActor:
@@ -25,64 +58,186 @@ class ImageActor:
         width: int = 512,
         height: int = 512,
         negative_prompt: str = "",
+        style_prefix: str = "",
+        style_suffix: str = "",
+        single_file_config: str | None = None,
+        lora_path: str | None = None,
+        lora_scale: float = 1.0,
+        textual_inversion: list[dict] | tuple = (),
+        long_prompts: str = "chunk",
+        max_prompt_tokens: int = 225,
+        hires_scale: float = 1.0,
+        hires_strength: float = 0.45,
+        hires_steps: int = 20,
+        clip_model: str | None = None,
+        batch_size: int = 4,
     ):
+        if long_prompts not in ("chunk", "truncate"):
+            raise ValueError(f"long_prompts={long_prompts!r} (expected 'chunk' or 'truncate')")
+        hires = (width * hires_scale, height * hires_scale)
+        if hires_scale != 1.0 and any(v != int(v) or int(v) % 8 for v in hires):
+            raise ValueError(f"hires_scale={hires_scale} gives {hires[0]:g}x{hires[1]:g}: both must be multiples of 8")
         self.out = Path(out)
         self.worker = worker_info("ImageActor")
-        self.pipe = load_image(engine, model_id, Path(tiny_cache))
-        self.call_kwargs = dict(
-            num_inference_steps=steps, guidance_scale=guidance_scale, width=width, height=height
-        )
-        self.negative_prompt = negative_prompt or None
+        self.pipe = load_image(engine, model_id, Path(tiny_cache), single_file_config=single_file_config,
+                               lora_path=lora_path, lora_scale=lora_scale, textual_inversion=textual_inversion)
+        self.call_kwargs = dict(num_inference_steps=steps, guidance_scale=guidance_scale, width=width, height=height)
+        self.style_prefix, self.style_suffix = style_prefix, style_suffix
+        self.negative_prompt = negative_prompt or ""
+        self.long_prompts, self.max_prompt_tokens = long_prompts, max_prompt_tokens
+        self.batch_size = max(1, int(batch_size))
+        self.hires_pipe = None
+        if hires_scale != 1.0:
+            from diffusers import StableDiffusionImg2ImgPipeline
+
+            # the same modules (UNet, VAE, text encoder, fused LoRA, embeddings): no second load
+            self.hires_pipe = StableDiffusionImg2ImgPipeline(
+                **self.pipe.components, requires_safety_checker=self.pipe.config.get("requires_safety_checker", True)
+            )
+            self.hires_pipe.set_progress_bar_config(disable=True)
+            self.hires_size = (int(hires[0]), int(hires[1]))
+            self.hires_kwargs = dict(num_inference_steps=hires_steps, strength=hires_strength,
+                                     guidance_scale=guidance_scale)
+        self.scorer = None
+        if clip_model:
+            from actors.quality import ClipScorer
+
+            try:
+                self.scorer = ClipScorer(engine, clip_model, tiny_cache)
+            except Exception as e:  # no CLIP here (offline, not cached): images go unscored
+                log.warning("no CLIP score: cannot load clip_model=%r (%s: %s)", clip_model, type(e).__name__, e)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        todo = [i for i, kind in enumerate(batch["kind"]) if kind == KIND_COVER]
+        todo = [i for i, kind in enumerate(batch["kind"]) if kind in IMAGE_KINDS]
         if not todo:
             return batch
         batch = writable(batch)
-        try:
-            results = self._render(todo, batch)
-        except Exception:
-            results = []  # isolate the failing prompt: one image at a time
-            for i in todo:
-                try:
-                    results += self._render([i], batch)
-                except Exception as e:
-                    results.append(e)
-        for i, res in zip(todo, results):
-            if isinstance(res, Exception):
-                batch["status"][i] = "failed"
-                batch["error"][i] = f"{type(res).__name__}: {res}"[:2000]
-            else:
-                self._write(batch, i, *res)
+        for start in range(0, len(todo), self.batch_size):
+            group = todo[start:start + self.batch_size]
+            try:
+                results = self._render(group, batch)
+            except Exception:
+                results = []  # isolate the failing prompt: one image at a time
+                for i in group:
+                    try:
+                        results += self._render([i], batch)
+                    except Exception as e:
+                        results.append(e)
+            for i, res in zip(group, results):
+                if isinstance(res, Exception):
+                    batch["status"][i] = "failed"
+                    batch["error"][i] = f"{type(res).__name__}: {res}"[:2000]
+                else:
+                    self._write(batch, i, *res)
         return batch
 
     def _render(self, idx: list[int], batch) -> list[tuple]:
-        prompts = [str(batch["prompt"][i]) for i in idx]
-        # one generator per image: image k is the same whatever batch it lands in
+        t0 = time.perf_counter()
+        # 1. house style around each director prompt
+        asked = [str(batch["prompt"][i]) for i in idx]
+        prompts = [_join(self.style_prefix, p, self.style_suffix) for p in asked]
+        negatives = [self.negative_prompt] * len(prompts)
+        # 2. encode: text when everything fits, else chunked embeddings (or CLIP's cut), noted
+        text_kwargs, notes = self._encode(prompts, negatives)
+        # 3. base render; one generator per image: image k is the same whatever batch it lands in
         generators = [torch.Generator(device="cpu").manual_seed(int(batch["seed"][i])) for i in idx]
-        t0 = time.perf_counter()
         with torch.inference_mode():
-            images = self.pipe(
-                prompts,
-                negative_prompt=[self.negative_prompt] * len(prompts) if self.negative_prompt else None,
-                generator=generators,
-                **self.call_kwargs,
-            ).images
-        gen_s = (time.perf_counter() - t0) / len(prompts)
-        return [(img, gen_s) for img in images]
+            images = self.pipe(generator=generators, **text_kwargs, **self.call_kwargs).images
+            # 4. hires: upscale, then img2img at hires_strength (same embeddings, same generators)
+            if self.hires_pipe is not None:
+                from PIL import Image
 
-    def _write(self, batch, i, image, gen_s: float) -> None:
+                upscaled = [im.resize(self.hires_size, Image.LANCZOS) for im in images]
+                images = self.hires_pipe(image=upscaled, generator=generators, **text_kwargs,
+                                         **self.hires_kwargs).images
+        # 5. CLIP score against the director's prompt (the style is shared by every image)
+        scores = [math.nan] * len(images)
+        if self.scorer is not None:
+            try:
+                scores = self.scorer.score(images, asked)
+            except Exception as e:  # a score is a signal, never a reason to lose the image
+                log.warning("CLIP score failed: %s: %s", type(e).__name__, e)
+        gen_s = (time.perf_counter() - t0) / len(idx)
+        return [(img, gen_s, note, score) for img, note, score in zip(images, notes, scores)]
+
+    # ------------------------------------------------------------ prompt encoding
+    def _encode(self, prompts: list[str], negatives: list[str]) -> tuple[dict, list[str]]:
+        """Pipeline text arguments for a group of prompts, and a note per image."""
+        tok = self.pipe.tokenizer
+        limit = tok.model_max_length - 2  # 75: BOS and EOS take two of CLIP's 77 positions
+        # textual inversion: multi-vector tokens expand before counting
+        conv = [self.pipe.maybe_convert_prompt(p, tok) for p in prompts]
+        conv_neg = [self.pipe.maybe_convert_prompt(n, tok) for n in negatives]
+        ids = [tok(p, add_special_tokens=False, verbose=False).input_ids for p in conv]
+        ids_neg = [tok(n, add_special_tokens=False, verbose=False).input_ids for n in conv_neg]
+        if all(len(x) <= limit for x in ids + ids_neg):
+            neg = negatives if any(negatives) else None
+            return dict(prompt=prompts, negative_prompt=neg), [""] * len(prompts)
+        if self.long_prompts == "truncate":
+            notes = [_join(self._cut_note(tok, p, limit, "prompt"), self._cut_note(tok, n, limit, "negative"))
+                     for p, n in zip(ids, ids_neg)]
+            return dict(prompt=prompts, negative_prompt=negatives), notes
+        cap = max(limit, self.max_prompt_tokens // limit * limit)  # whole chunks
+        notes = [_join(self._chunk_note(tok, p, limit, cap, "prompt"), self._chunk_note(tok, n, limit, cap, "negative"))
+                 for p, n in zip(ids, ids_neg)]
+        ids = [x[:cap] for x in ids]
+        ids_neg = [x[:cap] for x in ids_neg]
+        n_chunks = max(1, max(math.ceil(len(x) / limit) for x in ids + ids_neg))
+        return dict(prompt_embeds=self._embed(ids, n_chunks, limit),
+                    negative_prompt_embeds=self._embed(ids_neg, n_chunks, limit)), notes
+
+    @staticmethod
+    def _cut_note(tok, ids: list[int], limit: int, what: str) -> str:
+        if len(ids) <= limit:
+            return ""
+        dropped = tok.decode(ids[limit:]).strip()
+        return f"{what} truncated: {len(ids)} tokens, CLIP kept {limit}; dropped {dropped[:200]!r}"
+
+    @staticmethod
+    def _chunk_note(tok, ids: list[int], limit: int, cap: int, what: str) -> str:
+        if len(ids) <= limit:
+            return ""
+        kept = min(len(ids), cap)
+        note = f"{what} chunked: {kept} tokens in {math.ceil(kept / limit)} chunks of {limit}"
+        if len(ids) > cap:
+            note += f"; cut at max_prompt_tokens={cap}, dropped {tok.decode(ids[cap:]).strip()[:200]!r}"
+        return note
+
+    def _embed(self, id_lists: list[list[int]], n_chunks: int, limit: int) -> torch.Tensor:
+        """Each prompt as ``n_chunks`` CLIP windows ([BOS] 75 tokens [EOS] padding), encoded
+        separately and concatenated along the sequence: (batch, n_chunks * 77, dim). A
+        one-chunk prompt gives exactly the pipeline's own encoding."""
+        tok, enc = self.pipe.tokenizer, self.pipe.text_encoder
+        bos, eos = tok.bos_token_id, tok.eos_token_id
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        windows, masks = [], []
+        for ids in id_lists:
+            for c in range(n_chunks):
+                part = ids[c * limit:(c + 1) * limit]
+                windows.append([bos, *part, eos] + [pad] * (limit - len(part)))
+                masks.append([1] * (len(part) + 2) + [0] * (limit - len(part)))
+        input_ids = torch.tensor(windows, device=enc.device)
+        use_mask = getattr(enc.config, "use_attention_mask", False)
+        with torch.inference_mode():
+            hidden = enc(input_ids, attention_mask=torch.tensor(masks, device=enc.device) if use_mask else None)[0]
+        return hidden.reshape(len(id_lists), n_chunks * (limit + 2), hidden.shape[-1])
+
+    # ------------------------------------------------------------ files and columns
+    def _write(self, batch, i, image, gen_s: float, note: str, score: float) -> None:
         t0 = time.perf_counter()
-        rel = f"{media_dir(str(batch['album_id'][i]))}/cover.png"
+        rel = f"{media_dir(str(batch['album_id'][i]))}/{image_name(str(batch['kind'][i]), int(batch['item_no'][i]))}"
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(".tmp-cover.png")
+        tmp = path.with_name(f".tmp-{path.name}")
         image.save(tmp, format="PNG")
         tmp.replace(path)
         batch["status"][i] = "ok"
+        batch["error"][i] = ""
         batch["worker"][i] = json.dumps({**self.worker, "done": time.time()})
         batch["path"][i] = rel
         batch["paths"][i] = rel
         batch["width"][i], batch["height"][i] = image.size
         batch["gen_s"][i] = gen_s
         batch["encode_s"][i] = time.perf_counter() - t0
+        batch["prompt_note"][i] = note
+        batch["score"][i] = score

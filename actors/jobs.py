@@ -13,6 +13,7 @@ import numpy as np
 
 KIND_TRACK = "track"
 KIND_COVER = "cover"
+KIND_ART = "art"  # one image per track (item_no = track number, prompt = its visual prompt)
 KIND_FAILED = "plan_failed"  # an album whose plan failed: passed through to the driver
 
 # result columns every row carries from the start (filled by the actor that owns the row)
@@ -28,6 +29,10 @@ RESULT_DEFAULTS = {
     "gen_s": 0.0,
     "encode_s": 0.0,
     "worker": "",  # JSON: which actor (pid, GPU ids, start time) and when it finished the row
+    "prompt_note": "",  # images: how a prompt past CLIP's 77 tokens was handled ("" = it fit)
+    "score": float("nan"),  # images: CLIP score against the prompt (NaN = not scored)
+    "lufs": float("nan"),  # tracks: integrated loudness after mastering (NaN = not measured, e.g. < 0.4 s)
+    "windows": "",  # tracks: JSON window plan (window_s, stride_s, context_s, crossfade_s, windows [[start_s, end_s]])
 }
 
 
@@ -46,6 +51,20 @@ def worker_info(actor: str) -> dict:
     except Exception:  # outside Ray (tests call actors directly)
         pass
     return info
+
+
+def reroll_key(kind: str, item_no: int) -> str:
+    """Key of an image in ``Finished.rerolls``: "cover" or "art:N"."""
+    return "cover" if kind == KIND_COVER else f"{kind}:{int(item_no)}"
+
+
+def item_seed(album_id: str, kind: str, item_no: int, base_seed: int, reroll: int = 0) -> int:
+    """The seed of a job row. Cover and tracks keep ``derive_seed(album_id, item_no, seed)``;
+    art gets its own stream; each re-roll of an image draws a new seed."""
+    parts = [album_id, item_no, base_seed] if kind != KIND_ART else [album_id, "art", item_no, base_seed]
+    if reroll:
+        parts += ["reroll", int(reroll)]
+    return derive_seed(*parts)
 
 
 def writable(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,17 +1,61 @@
-"""MusicActor: MusicGen held warm; generates a whole batch of tracks per call."""
+"""MusicActor: MusicGen held warm; generates a whole batch of tracks per call.
+
+Tracks longer than one window follow audiocraft's ``extend_stride``: the first window is
+``window_s`` long; each further one is a generate() call whose decoder prompt is the last
+``window_s - stride_s`` seconds of the track *as audio codes* (``decoder_input_ids``: no
+re-encoding, the exact tokens the model sampled) and which adds up to ``stride_s`` new
+seconds. The call's output includes the prompt's audio again, so consecutive windows
+overlap by the context; they are joined with a crossfade inside it (``actors.audio``).
+The batch runs in lockstep: every window is one call for all tracks still short of their
+duration; a track that is long enough leaves the batch, so none is generated past its
+last window (each is trimmed to its exact length at the end).
+
+transformers' MusicGen generate() returns only decoded audio (``sequences`` too holds audio
+with ``return_dict_in_generate``; the ``streamer`` is not forwarded to the sampling loop in
+5.x), so the codes are read from the decoder's own token matrix through a no-op
+``StoppingCriteria`` (public API: it sees ``input_ids`` after every step) and un-delayed
+with MusicGen's delay pattern: codebook k of frame f sits at position 1 + f + k.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
-from actors.audio import finish, write_audio
+from actors.audio import crossfade, master, write_audio
 from actors.engines import load_music
-from actors.jobs import worker_info, writable, KIND_TRACK, media_dir
+from actors.jobs import KIND_TRACK, media_dir, worker_info, writable
+
+
+class _LastTokens(StoppingCriteria):
+    """Never stops generation; keeps the decoder's token matrix after the last step."""
+
+    def __init__(self):
+        self.ids = None
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.ids = input_ids
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def undelay(ids: torch.Tensor, batch: int, num_codebooks: int, channels: int, prompt: int, frames: int) -> torch.Tensor:
+    """(batch, codebooks, frames) codes of the ``frames`` frames generated after a prompt of
+    ``prompt`` frames, from the delayed (batch * codebooks, 1 + prompt + steps) tokens.
+
+    transformers' ``build_delay_pattern_mask``: position 0 is the start token, codebook k is
+    delayed by k steps (stereo: codebook pair k by k), so frame f of codebook k is at 1 + f + k.
+    """
+    full = ids.reshape(batch, num_codebooks, -1)
+    delays = [k // channels for k in range(num_codebooks)]
+    if full.shape[-1] < 1 + prompt + frames + max(delays):
+        raise RuntimeError(f"decoder returned {full.shape[-1]} positions, {1 + prompt + frames + max(delays)} expected")
+    return torch.stack([full[:, k, 1 + prompt + d : 1 + prompt + d + frames] for k, d in enumerate(delays)], dim=1)
 
 
 class MusicActor:
@@ -24,16 +68,52 @@ class MusicActor:
         guidance_scale: float = 3.0,
         do_sample: bool = True,
         top_k: int = 250,
+        top_p: float = 1.0,
         temperature: float = 1.0,
-        formats: tuple[str, ...] = ("ogg",),
+        window_s: float = 30.0,
+        stride_s: float = 18.0,
+        crossfade_s: float = 1.0,
+        target_lufs: float | None = -14.0,
+        true_peak_db: float = -1.0,
+        fade_in_s: float = 0.05,
+        fade_out_s: float = 2.0,
+        formats: tuple[str, ...] | list[str] = ("ogg",),
+        compression_level: float | None = 0.2,
     ):
         self.out = Path(out)
         self.worker = worker_info("MusicActor")
-        self.m = load_music(engine, model_id, Path(tiny_cache))
+        self.m = m = load_music(engine, model_id, Path(tiny_cache))
         self.formats = list(formats)
+        self.compression_level = compression_level
         self.gen_kwargs = dict(
-            guidance_scale=guidance_scale, do_sample=do_sample, top_k=top_k, temperature=temperature
+            guidance_scale=guidance_scale, do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature
         )
+        self.master_kwargs = dict(
+            target_lufs=target_lufs, true_peak_db=true_peak_db, fade_in_s=fade_in_s, fade_out_s=fade_out_s
+        )
+        # window plan in decoder frames; checked once here, since every batch would fail alike
+        if m.sample_rate % m.frame_rate:
+            raise ValueError(f"sample_rate={m.sample_rate} is not a whole number of frames at {m.frame_rate} Hz")
+        self.hop = m.sample_rate // m.frame_rate  # samples per frame
+        self.window = int(round(window_s * m.frame_rate))
+        self.stride = int(round(stride_s * m.frame_rate))
+        self.context = self.window - self.stride
+        self.fade = int(round(crossfade_s * m.sample_rate))
+        if not 0 < self.stride < self.window:
+            raise ValueError(f"stride_s={stride_s} must be > 0 and less than window_s={window_s}")
+        if self.fade > self.context * self.hop:
+            raise ValueError(f"crossfade_s={crossfade_s} must fit in window_s - stride_s = {window_s - stride_s:g}")
+        steps = 1 + self.window + self._delay_steps + m.prefix_positions
+        if steps > m.max_positions:
+            raise ValueError(
+                f"window_s={window_s} needs {steps} decoder positions; this model has {m.max_positions} "
+                f"(at most {(m.max_positions - 1 - self._delay_steps - m.prefix_positions) / m.frame_rate:.1f} s)"
+            )
+
+    @property
+    def _delay_steps(self) -> int:
+        """Extra decoder steps the delay pattern costs a call (codebooks per channel - 1)."""
+        return self.m.num_codebooks // self.m.audio_channels - 1
 
     # ------------------------------------------------------------------ Ray Data entry
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -56,48 +136,96 @@ class MusicActor:
                 batch["status"][i] = "failed"
                 batch["error"][i] = f"{type(res).__name__}: {res}"[:2000]
                 continue
-            audio, gen_s = res
-            self._write(batch, i, audio, gen_s)
+            self._write(batch, i, *res)
         return batch
 
     # ------------------------------------------------------------------ steps
-    def _generate(self, cols) -> list[tuple[np.ndarray, float]]:
-        """One generate() call for all prompts; each output trimmed to its own duration."""
-        prompts, durations, seeds = cols
+    def _window(self, inputs: dict, prompt: torch.Tensor | None, frames: int) -> tuple[np.ndarray, torch.Tensor]:
+        """One generate() call: ``frames`` new frames after ``prompt`` codes (b, K, P) or
+        none. Returns the audio of prompt + new frames (b, samples) and the new codes."""
         m = self.m
-        # 1. check inputs: one call holds at most max_positions decoder steps
-        frames = [int(round(float(d) * m.frame_rate)) for d in durations]
-        max_tokens = max(frames) + m.num_codebooks - 1  # the delay pattern costs codebooks-1 steps
-        if max_tokens > m.max_positions:
-            raise ValueError(
-                f"duration_s={max(durations):.1f} needs {max_tokens} decoder steps; "
-                f"this model's window is {m.max_positions} steps"
-            )
+        b = inputs["input_ids"].shape[0]
+        p = 0 if prompt is None else prompt.shape[-1]
+        tap = _LastTokens()
+        kwargs = dict(inputs, max_new_tokens=frames + self._delay_steps, **self.gen_kwargs)
+        kwargs["stopping_criteria"] = StoppingCriteriaList([tap])
+        if prompt is not None:  # generate() prepends the start token and lays the codes out delayed
+            kwargs["decoder_input_ids"] = prompt.reshape(b * m.num_codebooks, p)
+        audio = m.model.generate(**kwargs)
+        audio = audio.float().mean(dim=1).cpu().numpy()  # (b, samples); stereo checkpoints downmixed
+        if audio.shape[1] < (p + frames) * self.hop:
+            raise RuntimeError(f"model returned {audio.shape[1]} samples, {(p + frames) * self.hop} expected")
+        codes = undelay(tap.ids, b, m.num_codebooks, m.audio_channels, p, frames)
+        return audio[:, : (p + frames) * self.hop], codes
+
+    def _generate(self, cols) -> list[tuple[np.ndarray, float, dict]]:
+        """All windows of all tracks, in lockstep; each track trimmed to its own duration.
+        Returns per track (audio, generation seconds, window plan)."""
+        prompts, durations, seeds = cols
+        m, hop = self.m, self.hop
+        # 1. check inputs: a whole number of frames covers each asked duration
+        need = [int(round(float(d) * m.sample_rate)) for d in durations]
+        bad = [float(d) for d, n in zip(durations, need) if n <= 0]
+        if bad:
+            raise ValueError(f"duration_s={bad[0]} must be positive")
+        frames = [math.ceil(n / hop) for n in need]
         # 2. tokenize (padding=True: prompts of any length share one batch)
-        inputs = m.processor.tokenizer(list(map(str, prompts)), padding=True, return_tensors="pt").to(m.device)
-        # 3. generate, seeded from the batch's track seeds so the same batch reproduces
+        inputs = m.tokenizer(list(map(str, prompts)), padding=True, return_tensors="pt").to(m.device)
+        # 3. first window for everyone, seeded from the batch's track seeds (reproducible batches)
         torch.manual_seed(int(sum(int(s) for s in seeds)) & 0x7FFFFFFF)
+        n_tracks = len(prompts)
+        done = min(self.window, max(frames))  # frames every running track has so far
         t0 = time.perf_counter()
         with torch.inference_mode():
-            audio = m.model.generate(**inputs, max_new_tokens=max_tokens, **self.gen_kwargs)
-        gen_s = (time.perf_counter() - t0) / len(prompts)
-        # 4. trim each track to its asked duration
-        audio = audio[:, 0].float().cpu().numpy()
-        need = [int(round(float(d) * m.sample_rate)) for d in durations]
-        short = [i for i, n in enumerate(need) if audio.shape[1] < n]
-        if short:
-            raise RuntimeError(f"model returned {audio.shape[1]} samples, {need[short[0]]} asked")
-        return [(audio[k, : need[k]], gen_s) for k in range(len(prompts))]
+            audio, codes = self._window(inputs, None, done)
+        share = (time.perf_counter() - t0) / n_tracks
+        tracks = [audio[k] for k in range(n_tracks)]
+        tails = {k: codes[k, :, -self.context :] for k in range(n_tracks)}  # context of the next window
+        plans = [[[0, done]] for _ in range(n_tracks)]  # per track: [first, last) frame of each window
+        gen_s = [share] * n_tracks
+        # 4. further windows: the tracks still short continue together from their last context
+        running = [k for k in range(n_tracks) if frames[k] > done]
+        while running:
+            new = min(self.stride, max(frames[k] - done for k in running))
+            sub = {key: value[running] for key, value in inputs.items()}
+            prompt = torch.stack([tails[k] for k in running])
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                audio, codes = self._window(sub, prompt, new)
+            share = (time.perf_counter() - t0) / len(running)
+            for j, k in enumerate(running):
+                tracks[k] = crossfade(tracks[k], audio[j], self.context * hop, self.fade)
+                tails[k] = torch.cat([tails[k], codes[j]], dim=-1)[:, -self.context :]
+                plans[k].append([done - self.context, done + new])
+                gen_s[k] += share
+            done += new
+            running = [k for k in running if frames[k] > done]
+        # 5. trim each track to its asked duration; its window plan in seconds
+        results = []
+        for k in range(n_tracks):
+            if len(tracks[k]) < need[k]:
+                raise RuntimeError(f"stitched {len(tracks[k])} samples, {need[k]} asked")
+            plan = {
+                "window_s": self.window / m.frame_rate,
+                "stride_s": self.stride / m.frame_rate,
+                "context_s": self.context / m.frame_rate,
+                "crossfade_s": self.fade / m.sample_rate,
+                # [start_s, end_s] of each generate() call's audio in the track (context included)
+                "windows": [[a / m.frame_rate, min(b * hop, need[k]) / m.sample_rate] for a, b in plans[k]],
+            }
+            results.append((tracks[k][: need[k]], gen_s[k], plan))
+        return results
 
-    def _write(self, batch, i, audio: np.ndarray, gen_s: float) -> None:
+    def _write(self, batch, i, audio: np.ndarray, gen_s: float, plan: dict) -> None:
         t0 = time.perf_counter()
         album_id, track_no = str(batch["album_id"][i]), int(batch["item_no"][i])
         stem = self.out / media_dir(album_id) / f"track-{track_no:02d}"
         try:
-            paths = write_audio(finish(audio, self.m.sample_rate), self.m.sample_rate, stem, self.formats)
+            audio, lufs = master(audio, self.m.sample_rate, **self.master_kwargs)
+            paths = write_audio(audio, self.m.sample_rate, stem, self.formats, self.compression_level)
         except Exception as e:
             batch["status"][i] = "failed"
-            batch["error"][i] = f"encoding failed: {type(e).__name__}: {e}"
+            batch["error"][i] = f"mastering/encoding failed: {type(e).__name__}: {e}"
             return
         rel = [str(p.relative_to(self.out)) for p in paths]
         batch["status"][i] = "ok"
@@ -106,5 +234,7 @@ class MusicActor:
         batch["paths"][i] = "|".join(rel)
         batch["actual_s"][i] = len(audio) / self.m.sample_rate
         batch["sample_rate"][i] = self.m.sample_rate
+        batch["lufs"][i] = lufs if np.isfinite(lufs) else float("nan")
+        batch["windows"][i] = json.dumps(plan)
         batch["gen_s"][i] = gen_s
         batch["encode_s"][i] = time.perf_counter() - t0

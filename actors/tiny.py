@@ -18,6 +18,7 @@ import torch
 
 TINY_MUSIC = "tiny-musicgen"
 TINY_IMAGE = "tiny-stable-diffusion"
+TINY_CLIP = "tiny-clip"
 _VERSION = "v1"  # bump when the recipes below change, so caches are rebuilt
 
 _SENTENCES = [
@@ -240,12 +241,78 @@ def build_tiny_musicgen(folder: Path) -> None:
     shutil.rmtree(tok_dir)
 
 
+# ---------------------------------------------------------------- CLIP (image scoring)
+def build_tiny_clip(folder: Path) -> None:
+    """A tiny ``CLIPModel`` + ``CLIPProcessor`` (byte-level tokenizer, 32 px images)."""
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTextConfig,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+    )
+
+    torch.manual_seed(0)
+    text = CLIPTextConfig(
+        bos_token_id=512, eos_token_id=513, pad_token_id=513, hidden_size=32, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=514, max_position_embeddings=77,
+    )
+    vision = CLIPVisionConfig(
+        image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_attention_heads=4,
+        num_hidden_layers=2, num_channels=3,
+    )
+    model = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32))
+    model.save_pretrained(folder)
+    tok_dir = folder / "_tokenizer_src"
+    _clip_tokenizer_files(tok_dir)
+    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    import shutil
+
+    shutil.rmtree(tok_dir)
+
+
+# ---------------------------------------------------------------- adapters for the tiny SD
+def build_tiny_lora(sd_folder: Path, out_dir: Path, seed: int = 0, rank: int = 4) -> Path:
+    """LoRA weights for the tiny SD UNet (random, non-zero: they visibly change images),
+    saved with ``StableDiffusionPipeline.save_lora_weights``; returns the weights file."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(Path(sd_folder) / "unet")
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    out_dir = Path(out_dir)
+    StableDiffusionPipeline.save_lora_weights(out_dir, unet_lora_layers=layers, safe_serialization=True)
+    return out_dir / "pytorch_lora_weights.safetensors"
+
+
+def build_tiny_textual_inversion(path: Path, token: str = "<house-style>", dim: int = 32, seed: int = 0) -> Path:
+    """A textual-inversion embedding in the diffusers format ({token: vector}) for the tiny SD."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({token: torch.randn(dim, generator=g)}, str(path))
+    return path
+
+
 def ensure_tiny(kind: str, cache: Path) -> Path:
-    """The folder of a tiny model, built on first use; ``kind`` is "music" or "image"."""
+    """The folder of a tiny model, built on first use; ``kind`` is "music", "image" or "clip"."""
     cache = Path(cache)
     if kind == "music":
         return _atomic_build(cache / f"{TINY_MUSIC}-{_VERSION}", build_tiny_musicgen)
     elif kind == "image":
         return _atomic_build(cache / f"{TINY_IMAGE}-{_VERSION}", build_tiny_stable_diffusion)
+    elif kind == "clip":
+        return _atomic_build(cache / f"{TINY_CLIP}-{_VERSION}", build_tiny_clip)
     else:
-        raise ValueError(f"unknown tiny model kind {kind!r} (expected 'music' or 'image')")
+        raise ValueError(f"unknown tiny model kind {kind!r} (expected 'music', 'image' or 'clip')")

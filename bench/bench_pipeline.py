@@ -38,12 +38,8 @@ def sequential(concepts: list[str], cfg: RunConfig, out: Path) -> tuple[float, d
 
     stages = defaultdict(float)
     t0 = time.perf_counter()
-    m, i = cfg.music, cfg.image
-    music = MusicActor(out=str(out), engine=m.engine, model_id=m.model_id, tiny_cache=str(cfg.tiny_cache),
-                       guidance_scale=m.guidance_scale, top_k=m.top_k, formats=tuple(m.formats))
-    image = ImageActor(out=str(out), engine=i.engine, model_id=i.model_id, tiny_cache=str(cfg.tiny_cache),
-                       steps=i.steps, guidance_scale=i.guidance_scale, width=i.width, height=i.height,
-                       negative_prompt=i.negative_prompt)
+    music = MusicActor(out=str(out), tiny_cache=str(cfg.tiny_cache), **cfg.music.actor_kwargs())
+    image = ImageActor(out=str(out), tiny_cache=str(cfg.tiny_cache), **cfg.image.actor_kwargs())
     stages["load"] = time.perf_counter() - t0
     planner = Planner(str(out), {**cfg.plan.model_dump(mode="json"), "cache_dir": str(out / "cache")})
     for k, concept in enumerate(concepts):

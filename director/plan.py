@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.jobs import KIND_COVER, KIND_FAILED, KIND_TRACK, RESULT_DEFAULTS, derive_seed
+from actors.jobs import KIND_ART, KIND_COVER, KIND_FAILED, KIND_TRACK, RESULT_DEFAULTS, item_seed, reroll_key
 from director.redact import scrub, scrub_tree
 from director.schema import AlbumPlan
 
@@ -161,6 +161,17 @@ def save_plan(out: Path, record: dict) -> None:
     failed_plan_path(out, record["album_id"]).unlink(missing_ok=True)
 
 
+def _load_scorer():
+    """MiniLM for the concept score, loaded once per Planner (None when unavailable)."""
+    try:
+        from actors.quality import TextScorer
+
+        return TextScorer()
+    except Exception as e:  # a missing scorer never fails a plan
+        log.warning("concept score unavailable: %s", e)
+        return None
+
+
 class Planner:
     """Ray Data callable: plans every album row of a batch; one plan_json per row.
 
@@ -178,7 +189,18 @@ class Planner:
         self.out = Path(out)
         self.director = make_director(plan_cfg)
         self.concurrency = int(plan_cfg["concurrency"])
+        self.scorer = _load_scorer()
+        self.scorer_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="plan")
+
+    def _concept_score(self, concept: str, plan: dict) -> float | None:
+        """Does the plan still say what the concept asked? (MiniLM cosine of the two texts)."""
+        if self.scorer is None:
+            return None
+        from actors.quality import plan_text
+
+        with self.scorer_lock:
+            return round(self.scorer.similarity(concept, plan_text(plan)), 4)
 
     def _plan_one(self, row: dict) -> dict:
         album_id = str(row["album_id"])
@@ -209,6 +231,7 @@ class Planner:
             "source": str(row["source"]),
             "plan": plan.model_dump(mode="json"),
             "director": scrub_tree(meta),
+            "concept_score": self._concept_score(str(row["concept"]), plan.model_dump(mode="json")),
         }
         save_plan(self.out, record)
         return {"plan_json": json.dumps(record), "plan_error": ""}
@@ -221,23 +244,38 @@ class Planner:
         return batch
 
 
-def explode(row: dict, seed: int, done: dict[str, list[int]] | None = None) -> list[dict]:
-    """One job row per work item of a planned album: item 0 is the cover, 1..N the tracks.
+def explode(
+    row: dict,
+    seed: int,
+    done: dict[str, list[int]] | None = None,
+    track_art: bool = False,
+    done_art: dict[str, list[int]] | None = None,
+    rerolls: dict[str, dict[str, int]] | None = None,
+) -> list[dict]:
+    """One job row per work item of a planned album: item 0 is the cover, 1..N the tracks,
+    and with ``track_art`` one art image per track (kind "art", item_no = track number).
 
-    ``done`` maps album_id to item numbers an earlier run finished: those are not redone.
+    ``done`` / ``done_art`` map album_id to items an earlier run finished: not redone.
+    ``rerolls`` maps album_id to re-roll counts per image ("cover", "art:N"): a re-rolled
+    image draws a new seed.
     """
     album_id = str(row["album_id"])
-    base = {"album_id": album_id, **RESULT_DEFAULTS}
+    base = {"album_id": album_id, **RESULT_DEFAULTS, "reroll": 0}
     if row["plan_error"]:
         return [{**base, "kind": KIND_FAILED, "item_no": -1, "n_items": 1, "prompt": "",
                  "duration_s": 0.0, "seed": 0, "status": "failed", "error": str(row["plan_error"])}]
     plan = json.loads(str(row["plan_json"]))["plan"]
     items = [(0, KIND_COVER, plan["cover_prompt"], 0.0)]
     items += [(k, KIND_TRACK, t["music_prompt"], float(t["duration_s"])) for k, t in enumerate(plan["tracks"], 1)]
+    if track_art:
+        items += [(k, KIND_ART, t["visual_prompt"], 0.0) for k, t in enumerate(plan["tracks"], 1)]
     skip = set((done or {}).get(album_id, ()))
-    todo = [it for it in items if it[0] not in skip]
-    return [
-        {**base, "kind": kind, "item_no": no, "n_items": len(todo), "prompt": prompt,
-         "duration_s": dur, "seed": derive_seed(album_id, no, seed)}
-        for no, kind, prompt, dur in todo
-    ]
+    skip_art = set((done_art or {}).get(album_id, ()))
+    counts = (rerolls or {}).get(album_id, {})
+    todo = [it for it in items if it[0] not in (skip_art if it[1] == KIND_ART else skip)]
+    rows = []
+    for no, kind, prompt, dur in todo:
+        r = int(counts.get(reroll_key(kind, no), 0)) if kind != KIND_TRACK else 0
+        rows.append({**base, "kind": kind, "item_no": no, "n_items": len(todo), "prompt": prompt,
+                     "duration_s": dur, "reroll": r, "seed": item_seed(album_id, kind, no, seed, r)})
+    return rows

@@ -1,4 +1,4 @@
-"""``albumforge``: generate | site | load | stats.
+"""``albumforge``: generate | reroll | site | load | stats.
 
 Each sub-command parses its own flags and calls one function; the heavy imports (Ray,
 torch) happen only inside ``generate``.
@@ -28,6 +28,9 @@ _FLAGS = {
     "music_model": "music.model_id",
     "music_batch": "music.batch_size",
     "formats": "music.formats",
+    "window": "music.window_s",
+    "stride": "music.stride_s",
+    "lufs": "music.target_lufs",
     "music_gpus": "music.num_gpus",
     "music_cpus": "music.num_cpus",
     "image_model": "image.model_id",
@@ -36,6 +39,11 @@ _FLAGS = {
     "width": "image.width",
     "height": "image.height",
     "image_batch": "image.batch_size",
+    "style": "image.style",
+    "lora": "image.lora_path",
+    "lora_scale": "image.lora_scale",
+    "hires_scale": "image.hires_scale",
+    "track_art": "image.track_art",
     "image_gpus": "image.num_gpus",
     "image_cpus": "image.num_cpus",
     "address": "ray_address",
@@ -64,7 +72,10 @@ def generate_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("music")
     g.add_argument("--music-model")
     g.add_argument("--music-batch", type=int)
-    g.add_argument("--formats", type=lambda s: s.split(","), help="comma list: ogg,wav,flac")
+    g.add_argument("--formats", type=lambda s: s.split(","), help="comma list of ogg,mp3,flac,wav (first: primary)")
+    g.add_argument("--window", type=float, help="seconds per MusicGen call; longer tracks continue in windows")
+    g.add_argument("--stride", type=float, help="new seconds per later window (window - stride = context)")
+    g.add_argument("--lufs", type=float, help="loudness target, LUFS integrated (default -14)")
     g.add_argument("--music-gpus", type=float, help="GPU fraction per music actor (default 0.5)")
     g.add_argument("--music-cpus", type=float)
     g = p.add_argument_group("image")
@@ -74,6 +85,11 @@ def generate_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=int)
     g.add_argument("--height", type=int)
     g.add_argument("--image-batch", type=int)
+    g.add_argument("--style", help="house style: a preset in prompts/styles/ or a YAML path")
+    g.add_argument("--lora", help="LoRA weights for the image model (file, folder or HF id)")
+    g.add_argument("--lora-scale", type=float)
+    g.add_argument("--hires-scale", type=float, help="second img2img pass at this scale (1: off)")
+    g.add_argument("--track-art", action="store_true", default=None, help="one image per track too")
     g.add_argument("--image-gpus", type=float, help="GPU fraction per image actor (default 0.5)")
     g.add_argument("--image-cpus", type=float)
     g = p.add_argument_group("cluster")
@@ -116,7 +132,9 @@ def generate_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    commands = {"generate": generate_main}
+    from ray_jobs.reroll import reroll_main
+
+    commands = {"generate": generate_main, "reroll": reroll_main}
     try:
         from catalog import commands as catalog_commands
 

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Engine = Literal["tiny", "real"]
 
@@ -47,30 +47,83 @@ class PlanConfig(_Section):
 
 class MusicConfig(_Section):
     engine: Engine = "tiny"
-    model_id: str = "facebook/musicgen-small"  # real engine: HF id or local folder
-    batch_size: int = Field(8, ge=1)  # tracks per generate() call
-    guidance_scale: float = 3.0
+    # real engine: HF id or local folder. facebook/musicgen-small | -medium | -large (MusicgenForConditionalGeneration)
+    # or facebook/musicgen-melody (MusicgenMelodyForConditionalGeneration); the class follows the config's model_type
+    model_id: str = "facebook/musicgen-small"
+    batch_size: int = Field(8, ge=1)  # tracks per generate() call (all windows of a batch run in lockstep)
+    # sampling (audiocraft's defaults): classifier-free guidance, top-k 250, temperature 1
+    guidance_scale: float = Field(3.0, ge=0)  # > 1 doubles the batch internally (conditional + unconditional)
     do_sample: bool = True
-    top_k: int = 250
-    temperature: float = 1.0
-    formats: list[Literal["ogg", "wav", "flac"]] = ["ogg"]  # first one is the primary path
+    top_k: int = Field(250, ge=0)  # 0: off
+    top_p: float = Field(1.0, gt=0, le=1)  # nucleus sampling; 1.0: off (audiocraft uses top_p alone with top_k=0)
+    temperature: float = Field(1.0, gt=0)
+    # tracks longer than one window: audiocraft's extend_stride sliding window. Each further window keeps the last
+    # window_s - stride_s seconds as context (as codes) and adds stride_s new seconds; windows are joined with a
+    # crossfade of crossfade_s inside that context. A track that fits one window is one plain generate() call.
+    window_s: float = Field(30.0, gt=0)  # seconds per generate() call; the real models were trained on 30 s
+    stride_s: float = Field(18.0, gt=0)  # new seconds per further window (must be < window_s)
+    crossfade_s: float = Field(1.0, ge=0)  # equal-power, correlation-compensated; at most window_s - stride_s
+    # mastering (actors/audio.py): fades, loudness normalisation (ITU-R BS.1770 / EBU R128), true-peak limiter
+    target_lufs: float | None = Field(-14.0, le=0)  # integrated loudness target; None: no normalisation
+    true_peak_db: float = Field(-1.0, le=0)  # ceiling of the 4x-oversampled peak, dBTP
+    fade_in_s: float = Field(0.05, ge=0)  # each fade takes at most a quarter of the track
+    fade_out_s: float = Field(2.0, ge=0)
+    formats: list[Literal["ogg", "mp3", "flac", "wav"]] = ["ogg"]  # first one is the primary path
+    compression_level: float = Field(0.2, ge=0, le=1)  # OGG/MP3/FLAC: 0 best quality (largest) .. 1 smallest
     num_gpus: float = Field(0.5, ge=0, le=8)  # fraction of a GPU per actor
     num_cpus: float = Field(1.0, gt=0)
     max_actors: int | None = None  # None: as many as the cluster's GPUs (or CPUs) allow
 
+    @model_validator(mode="after")
+    def _windows(self):
+        if self.stride_s >= self.window_s:
+            raise ValueError(f"music stride_s={self.stride_s} must be less than window_s={self.window_s} "
+                             "(each further window keeps window_s - stride_s seconds of context)")
+        if self.crossfade_s > self.window_s - self.stride_s + 1e-9:
+            raise ValueError(f"music crossfade_s={self.crossfade_s} must fit in the context "
+                             f"window_s - stride_s = {self.window_s - self.stride_s:g}")
+        if not self.formats:
+            raise ValueError("music formats must name at least one format")
+        return self
+
+    def actor_kwargs(self) -> dict:
+        """What MusicActor takes from this section (the driver adds out and tiny_cache)."""
+        return self.model_dump(mode="json", exclude={"batch_size", "num_gpus", "num_cpus", "max_actors"})
+
 
 class ImageConfig(_Section):
     engine: Engine = "tiny"
+    # real engine: an HF id, a diffusers folder (model_index.json), or one .safetensors/.ckpt file
+    # (StableDiffusionPipeline.from_single_file); tiny engine: ignored (a tiny random SD)
     model_id: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    single_file_config: str | None = None  # single file: HF id or diffusers folder of its configs (None: inferred)
     steps: int = Field(30, ge=1, le=200)
     guidance_scale: float = 7.5
     width: int = Field(512, ge=8)
     height: int = Field(512, ge=8)
-    negative_prompt: str = "text, watermark, signature, blurry, lowres"
-    batch_size: int = Field(4, ge=1)  # covers per pipeline call
+    style: str = "none"  # house style: a preset name in prompts/styles/ or a path to a YAML (prefix + negative)
+    negative_prompt: str = "text, watermark, signature, blurry, lowres"  # after the style's negative prompt
+    lora_path: str | None = None  # LoRA weights (file, folder or HF id; needs peft), fused at lora_scale
+    lora_scale: float = Field(1.0, ge=-4, le=4)
+    textual_inversion: list[Embedding] = []  # [{path, token}]; a plain string is a path
+    long_prompts: Literal["chunk", "truncate"] = "chunk"  # past CLIP's 77 tokens: encode in 75-token chunks
+    #   and concatenate the embeddings, or let CLIP cut; either way recorded per image in prompt_note
+    max_prompt_tokens: int = Field(225, ge=75, le=750)  # chunk: longest prompt encoded; the rest is cut (noted)
+    hires_scale: float = Field(1.0, ge=1.0, le=4.0)  # > 1: a second img2img pass at width*scale x height*scale
+    hires_strength: float = Field(0.45, gt=0, le=1)  # img2img strength of the second pass
+    hires_steps: int = Field(20, ge=1, le=200)  # img2img steps (it denoises about hires_steps * hires_strength)
+    track_art: bool = False  # also one image per track from its visual prompt (media/<album>/track-NN.png)
+    clip_model: str | None = "openai/clip-vit-base-patch32"  # CLIP score of each image vs its prompt (real
+    #   engine: HF id or folder; tiny engine: a tiny random CLIP); None: no score
+    batch_size: int = Field(4, ge=1)  # images (covers, track art) per pipeline call
     num_gpus: float = Field(0.5, ge=0, le=8)
     num_cpus: float = Field(1.0, gt=0)
     max_actors: int | None = None
+
+    @field_validator("textual_inversion", mode="before")
+    @classmethod
+    def _paths_are_embeddings(cls, v):
+        return [{"path": e} if isinstance(e, str) else e for e in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _multiple_of_8(self):
@@ -78,7 +131,82 @@ class ImageConfig(_Section):
             v = getattr(self, name)
             if v % 8:
                 raise ValueError(f"image {name}={v} must be a multiple of 8")
+        for name in ("width", "height"):
+            v = getattr(self, name) * self.hires_scale
+            if v != int(v) or int(v) % 8:
+                raise ValueError(
+                    f"image hires_scale={self.hires_scale} gives {name} {getattr(self, name)} x {self.hires_scale}"
+                    f" = {v:g}, which must be a whole multiple of 8"
+                )
+        if self.hires_scale != 1.0 and int(self.hires_steps * self.hires_strength) < 1:
+            raise ValueError(
+                f"image hires_steps={self.hires_steps} x hires_strength={self.hires_strength} rounds down to 0"
+                " img2img steps: raise either"
+            )
+        load_style(self.style)  # a bad style name or file fails here, before any model loads
         return self
+
+    def hires_size(self) -> tuple[int, int]:
+        return int(self.width * self.hires_scale), int(self.height * self.hires_scale)
+
+    def actor_kwargs(self) -> dict:
+        """``actors.image.ImageActor`` keyword arguments (besides out, tiny_cache), style resolved."""
+        style = load_style(self.style)
+        return dict(
+            engine=self.engine, model_id=self.model_id, single_file_config=self.single_file_config,
+            steps=self.steps, guidance_scale=self.guidance_scale, width=self.width, height=self.height,
+            style_prefix=style.prefix, style_suffix=style.suffix,
+            negative_prompt=", ".join(p for p in (style.negative_prompt.strip(), self.negative_prompt.strip()) if p),
+            lora_path=self.lora_path, lora_scale=self.lora_scale,
+            textual_inversion=[e.model_dump() for e in self.textual_inversion],
+            long_prompts=self.long_prompts, max_prompt_tokens=self.max_prompt_tokens,
+            hires_scale=self.hires_scale, hires_strength=self.hires_strength, hires_steps=self.hires_steps,
+            clip_model=self.clip_model, batch_size=self.batch_size,
+        )
+
+
+# ---------------------------------------------------------------- image helpers
+# (after ImageConfig on purpose: pydantic resolves ImageConfig's annotations on first use)
+STYLES_DIR = REPO_ROOT / "prompts" / "styles"
+
+
+class StylePreset(_Section):
+    """A house style (``prompts/styles/<name>.yaml``): the same look on every image of a batch."""
+
+    description: str = ""
+    prefix: str = ""  # put before every director prompt: "<prefix>, <prompt>"
+    suffix: str = ""  # put after it: "<prompt>, <suffix>"
+    negative_prompt: str = ""  # put before ImageConfig.negative_prompt
+
+    def apply(self, prompt: str) -> str:
+        return ", ".join(p for p in (self.prefix.strip(), prompt.strip(), self.suffix.strip()) if p)
+
+
+def load_style(style: str) -> StylePreset:
+    """A style by preset name (``prompts/styles/<name>.yaml``) or by path to a YAML file."""
+    import yaml
+
+    path = Path(style)
+    if not (path.suffix in (".yaml", ".yml") or path.is_file()):
+        path = STYLES_DIR / f"{style}.yaml"
+        if not path.is_file():
+            names = sorted(p.stem for p in STYLES_DIR.glob("*.yaml"))
+            raise ValueError(f"image style={style!r}: no such preset (expected one of {names} or a path to a YAML)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"image style={style!r}: cannot read {path} ({e})") from None
+    try:
+        return StylePreset.model_validate(data)
+    except ValueError as e:
+        raise ValueError(f"image style={style!r}: {path} is not a valid style preset ({e})") from None
+
+
+class Embedding(_Section):
+    """A textual-inversion embedding: ``load_textual_inversion(path, token=token)``."""
+
+    path: str  # .safetensors / .bin / .pt file, a folder, or an HF id
+    token: str | None = None  # None: the token stored in the file (A1111 files store none: then required)
 
 
 # Presets: what ``--engine`` starts from before a config file and flags. ``real`` is the
@@ -87,7 +215,8 @@ PRESETS: dict[str, dict] = {
     "real": {"music": {"engine": "real"}, "image": {"engine": "real"}},
     "tiny": {
         "music": {"engine": "tiny", "batch_size": 4, "num_cpus": 0.5},
-        "image": {"engine": "tiny", "width": 64, "height": 64, "steps": 4, "batch_size": 4, "num_cpus": 0.5},
+        "image": {"engine": "tiny", "width": 64, "height": 64, "steps": 4, "hires_steps": 4, "batch_size": 4,
+                  "num_cpus": 0.5},
         "plan": {"tracks_per_album": 3, "track_seconds": 4.0},
     },
 }
@@ -138,4 +267,5 @@ class RunConfig(_Section):
             "lyrics": self.plan.lyrics,
             "director": director,
             "director_model": self.plan.director_model if director != "offline" else None,
+            "steps": self.plan.steps if director != "offline" else None,
         }

@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from actors.jobs import KIND_COVER, KIND_FAILED, KIND_TRACK
+from actors.jobs import KIND_ART, KIND_COVER, KIND_FAILED, KIND_TRACK, reroll_key
+from actors.tags import tag_album
 from director.plan import (
     check_templates,
     director_columns,
@@ -31,9 +32,9 @@ from director.plan import (
     resolve_director,
 )
 from ray_jobs import manifest as mf
-from ray_jobs.concepts import Concept, Rejected, read_concepts
+from ray_jobs.concepts import Concept, read_concepts
 from ray_jobs.config import RunConfig
-from ray_jobs.resume import Finished, scan_finished
+from ray_jobs.resume import ART_NONE, Finished, art_fields, cover_fields, scan_finished
 
 log = logging.getLogger("albumforge")
 
@@ -126,6 +127,11 @@ class AlbumWriter:
         return aid if len(self.rows[aid]) >= int(row["n_items"]) else None
 
     def write(self, aid: str, summary: RunSummary, lost: str | None = None) -> str:
+        """Write the album's tracks manifest, then its album row (the completion marker).
+
+        Items an earlier run finished (``self.finished``) are kept as they were; an item
+        whose row never came back is failed with ``lost`` as its reason.
+        """
         c = self.concepts[aid]
         self.pending.discard(aid)
         rows = self.rows.pop(aid, [])
@@ -142,17 +148,26 @@ class AlbumWriter:
             summary.n_failed += 1
             return mf.STATUS_FAILED
         plan, meta = record["plan"], record["director"]
-        by_no = {int(r["item_no"]): r for r in rows}
+        by_no = {int(r["item_no"]): r for r in rows if r["kind"] != KIND_ART}
+        arts = {int(r["item_no"]): r for r in rows if r["kind"] == KIND_ART}
         prev = self.finished.items.get(aid, {})
-        cover = by_no.get(0)
+        prev_art = self.finished.art.get(aid, {})
+        rerolls = self.finished.rerolls.get(aid, {})
+        track_art = self.cfg.image.track_art
+        cover = by_no.get(0) or prev.get(0)
         tracks = []
         for no, t in enumerate(plan["tracks"], 1):
+            art = (art_fields(arts[no]) if no in arts
+                   else prev_art[no] if no in prev_art
+                   else art_fields(None, lost or "art row lost", rerolls.get(reroll_key(KIND_ART, no), 0)) if track_art
+                   else ART_NONE)
             r = by_no.get(no)
             if r is None and no in prev:  # finished by an earlier run: keep its row
-                tracks.append(prev[no])
+                tracks.append({**prev[no], **art})
                 continue
             r = r or {"status": mf.STATUS_FAILED, "error": lost or "track row lost", "seed": None}
             ok = r["status"] == "ok"
+            lufs = r.get("lufs")
             tracks.append({
                 "album_id": aid, "run_id": self.run_id, "track_no": no,
                 "status": mf.STATUS_OK if ok else mf.STATUS_FAILED, "error": None if ok else str(r["error"]),
@@ -160,22 +175,25 @@ class AlbumWriter:
                 "seed": r.get("seed"), "path": r["path"] if ok else None,
                 "paths": str(r["paths"]).split("|") if ok else [],
                 "duration_s": float(r["actual_s"]) if ok else None, "planned_s": float(t["duration_s"]),
-                "sample_rate": int(r["sample_rate"]) if ok else None, "lufs": None,
+                "sample_rate": int(r["sample_rate"]) if ok else None,
+                "lufs": float(lufs) if ok and lufs is not None and lufs == lufs else None,
                 "engine": self.cfg.music.engine, "model": _model_name(self.cfg.music),
                 "gen_s": float(r.get("gen_s") or 0.0), "encode_s": float(r.get("encode_s") or 0.0),
-                "worker": r.get("worker") or None, "lyrics": t.get("lyrics"), "finished_at": _now(),
+                "worker": r.get("worker") or None, "lyrics": t.get("lyrics"),
+                "windows_json": (r.get("windows") or None) if ok else None,
+                "finished_at": _now(), **art,
             })
-        if cover is None and 0 in prev:
-            cover = prev[0]
         cover_ok = cover is not None and cover["status"] == "ok"
         n_ok = sum(t["status"] == mf.STATUS_OK for t in tracks)
         errors = [f"track {t['track_no']}: {t['error']}" for t in tracks if t["status"] != mf.STATUS_OK]
+        errors += [f"art {t['track_no']}: {t['art_error']}" for t in tracks if t.get("art_error")]
         if not cover_ok:
             errors.insert(0, f"cover: {(cover or {}).get('error') or lost or 'cover row lost'}")
         status = mf.STATUS_OK if not errors else mf.STATUS_FAILED
-        music_s = sum(t["gen_s"] for t in tracks)
-        image_s = float(cover.get("gen_s") or 0.0) if cover else 0.0
-        encode_s = sum(t["encode_s"] for t in tracks) + (float(cover.get("encode_s") or 0.0) if cover else 0.0)
+        new_images = [r for r in rows if r["kind"] in (KIND_COVER, KIND_ART)]
+        music_s = sum(float(r.get("gen_s") or 0.0) for r in rows if r["kind"] == KIND_TRACK)
+        image_s = sum(float(r.get("gen_s") or 0.0) for r in new_images)
+        encode_s = sum(float(r.get("encode_s") or 0.0) for r in rows)
         album = {
             "album_id": aid, "run_id": self.run_id, "status": status,
             "error": "; ".join(errors)[:4000] if errors else None,
@@ -189,6 +207,8 @@ class AlbumWriter:
             "cover_width": int(cover["width"]) if cover_ok else None,
             "cover_height": int(cover["height"]) if cover_ok else None,
             "cover_worker": (cover.get("worker") or None) if cover else None,
+            **cover_fields(cover, rerolls.get("cover", 0)),
+            "concept_score": record.get("concept_score"),
             "plan_path": str(Path("plans") / f"{aid}.json"),
             "n_tracks": len(tracks), "n_tracks_ok": n_ok,
             "duration_s": sum(t["duration_s"] or 0.0 for t in tracks),
@@ -198,6 +218,10 @@ class AlbumWriter:
             "encode_s": encode_s, "finished_at": _now(),
             **director_columns(meta),
         }
+        # tags (title, artist, album, track number, year) and the embedded cover: the
+        # cover exists only now, after the image stage, so tagging happens per album here
+        for problem in tag_album(self.out, album, tracks):
+            log.warning("album %s: %s", aid, problem)
         mf.write_manifest(self.out, "tracks", aid, tracks)
         mf.write_manifest(self.out, "albums", aid, [album])  # last: the album's completion marker
         for stage, sec in (("plan", album["plan_s"]), ("music", music_s), ("image", image_s), ("encode", encode_s)):
@@ -224,7 +248,10 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     plan_cfg = {**cfg.plan.model_dump(mode="json"), "cache_dir": str(cfg.out.resolve() / "cache" / "director")}
     plan_env = {k: os.environ[k] for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if os.environ.get(k)}
     done = {aid: sorted(items) for aid, items in finished.items.items()}
-    rows_per_image = cfg.plan.tracks_per_album + 1  # an album's rows hold one cover
+    done_art = {aid: sorted(items) for aid, items in finished.art.items()}
+    track_art, rerolls = cfg.image.track_art, finished.rerolls
+    images_per_album = 1 + (cfg.plan.tracks_per_album if track_art else 0)
+    rows_per_album = 1 + cfg.plan.tracks_per_album + (cfg.plan.tracks_per_album if track_art else 0)
     items = [
         {"album_id": c.album_id, "concept": c.concept, "source": c.source,
          "inputs_json": json.dumps(c.inputs, ensure_ascii=False, default=str)}
@@ -245,15 +272,11 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
         batch_format="numpy",
     )
     seed = cfg.seed
-    ds = ds.flat_map(lambda row: explode(row, seed, done), num_cpus=0.25)
+    ds = ds.flat_map(lambda row: explode(row, seed, done, track_art, done_art, rerolls), num_cpus=0.25)
     m, i = cfg.music, cfg.image
     ds = ds.map_batches(
         MusicActor,
-        fn_constructor_kwargs=dict(
-            out=out, engine=m.engine, model_id=m.model_id, tiny_cache=str(cfg.tiny_cache),
-            guidance_scale=m.guidance_scale, do_sample=m.do_sample, top_k=m.top_k,
-            temperature=m.temperature, formats=tuple(m.formats),
-        ),
+        fn_constructor_kwargs=dict(out=out, tiny_cache=str(cfg.tiny_cache), **m.actor_kwargs()),
         batch_size=m.batch_size,
         compute=ActorPoolStrategy(size=sizes["music_actors"]),
         num_gpus=sizes["music_gpus"],
@@ -262,14 +285,10 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     )
     ds = ds.map_batches(
         ImageActor,
-        fn_constructor_kwargs=dict(
-            out=out, engine=i.engine, model_id=i.model_id, tiny_cache=str(cfg.tiny_cache),
-            steps=i.steps, guidance_scale=i.guidance_scale, width=i.width, height=i.height,
-            negative_prompt=i.negative_prompt,
-        ),
-        # rows arrive mixed (one cover per album's tracks): size batches so that each
-        # call still renders about image.batch_size covers
-        batch_size=i.batch_size * rows_per_image,
+        fn_constructor_kwargs=dict(out=out, tiny_cache=str(cfg.tiny_cache), **i.actor_kwargs()),
+        # rows arrive mixed (an album's images among its tracks): size batches so that
+        # each call still renders about image.batch_size images
+        batch_size=max(1, i.batch_size * rows_per_album // images_per_album),
         compute=ActorPoolStrategy(size=sizes["image_actors"]),
         num_gpus=sizes["image_gpus"],
         num_cpus=i.num_cpus,

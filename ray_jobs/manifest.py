@@ -62,6 +62,10 @@ ALBUMS = pa.schema(
         pa.field("encode_s", pa.float64()),
         pa.field("finished_at", _ts),
         pa.field("director_json", pa.string()),  # the plan's director meta (director.plan.director_columns)
+        pa.field("cover_prompt_note", pa.string()),  # how a cover prompt past CLIP's 77 tokens was handled
+        pa.field("cover_score", pa.float64()),  # CLIP score of the cover against cover_prompt (null: unscored)
+        pa.field("cover_reroll", pa.int32()),  # times the cover was re-rolled (its seed derives from it)
+        pa.field("concept_score", pa.float64()),  # MiniLM cosine of the concept and the plan's text
     ]
 )
 
@@ -89,6 +93,16 @@ TRACKS = pa.schema(
         pa.field("worker", pa.string()),  # JSON: the actor that made it (pid, GPU ids)
         pa.field("finished_at", _ts),
         pa.field("lyrics", pa.string()),  # the director's lyrics (--lyrics); the music stays instrumental
+        pa.field("art_path", pa.string()),  # per-track art (image.track_art), relative to OUT; null: none/failed
+        pa.field("art_seed", pa.int64()),
+        pa.field("art_width", pa.int32()),
+        pa.field("art_height", pa.int32()),
+        pa.field("art_prompt_note", pa.string()),  # how a visual prompt past CLIP's 77 tokens was handled
+        pa.field("art_score", pa.float64()),  # CLIP score of the art against visual_prompt
+        pa.field("art_reroll", pa.int32()),  # times the art was re-rolled
+        pa.field("art_error", pa.string()),  # why the art is missing (failed, or marked for a re-roll)
+        pa.field("art_worker", pa.string()),  # JSON: the actor that rendered it
+        pa.field("windows_json", pa.string()),  # a track's generate() windows: JSON (see actors.music)
     ]
 )
 

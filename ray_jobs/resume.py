@@ -1,8 +1,12 @@
 """What an earlier run already finished, read back from the manifests and the files.
 
 An album is finished when its album row says ``ok`` and every file it names exists.
-Of an unfinished album, the items (cover = 0, tracks = 1..N) that are ``ok`` with their
-files present are kept, so a re-run redoes exactly the failed or missing ones.
+Of an unfinished album, the items (cover = 0, tracks = 1..N, and per-track art) that are
+``ok`` with their files present are kept, so a re-run redoes exactly the failed or missing
+ones. An image marked for a re-roll (``ray_jobs.reroll``) is missing by construction: its
+path is cleared and its re-roll counter raised, so the re-run draws it with a new seed.
+
+Also the mapping between image job rows and their manifest fields, both ways.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from actors.jobs import KIND_ART, item_seed, reroll_key  # noqa: F401 (re-exported)
 from ray_jobs import manifest as mf
 
 log = logging.getLogger(__name__)
@@ -20,6 +25,47 @@ log = logging.getLogger(__name__)
 class Finished:
     albums: set[str] = field(default_factory=set)
     items: dict[str, dict[int, dict]] = field(default_factory=dict)  # album -> item_no -> row
+    art: dict[str, dict[int, dict]] = field(default_factory=dict)  # album -> track_no -> art_* fields
+    rerolls: dict[str, dict[str, int]] = field(default_factory=dict)  # album -> reroll_key -> count
+
+
+# ---------------------------------------------------------------- image rows <-> manifest fields
+def _score(v):
+    return None if v is None or v != v else float(v)  # NaN (unscored) -> null
+
+
+def cover_fields(row: dict | None, reroll: int = 0) -> dict:
+    """The albums-manifest image fields of a cover job row (or of ``Finished.items[aid][0]``);
+    ``reroll``: the count to keep when the row never came back (``Finished.rerolls``)."""
+    row = row or {}
+    ok = row.get("status") == "ok"
+    return {
+        "cover_prompt_note": (row.get("prompt_note") or None) if ok else None,
+        "cover_score": _score(row.get("score")) if ok else None,
+        "cover_reroll": int(row.get("reroll") or reroll),
+    }
+
+
+def art_fields(row: dict | None, lost: str = "art row lost", reroll: int = 0) -> dict:
+    """The tracks-manifest ``art_*`` fields of an art job row (None: the row never came back)."""
+    if row is None:
+        return {**ART_NONE, "art_error": lost, "art_reroll": reroll}
+    ok = row.get("status") == "ok"
+    return {
+        "art_path": row["path"] if ok else None,
+        "art_seed": int(row["seed"]) if row.get("seed") is not None else None,
+        "art_width": int(row["width"]) if ok else None,
+        "art_height": int(row["height"]) if ok else None,
+        "art_prompt_note": (row.get("prompt_note") or None) if ok else None,
+        "art_score": _score(row.get("score")) if ok else None,
+        "art_reroll": int(row.get("reroll") or 0),
+        "art_error": None if ok else str(row.get("error") or "failed"),
+        "art_worker": (row.get("worker") or None) if ok else None,
+    }
+
+
+ART_NONE = {k: None for k in ("art_path", "art_seed", "art_width", "art_height", "art_prompt_note",
+                              "art_score", "art_reroll", "art_error", "art_worker")}
 
 
 def _exists(out: Path, rel) -> bool:
@@ -42,17 +88,29 @@ def scan_finished(out: Path, album_ids: list[str]) -> Finished:
             log.warning("redoing album %s: %s", aid, e)
             continue
         items: dict[int, dict] = {}
+        art: dict[int, dict] = {}
+        rerolls = {"cover": int(album.get("cover_reroll") or 0)}
         if album["status"] == mf.STATUS_OK or album.get("cover_path"):
             if _exists(out, album.get("cover_path")):
                 items[0] = {"status": "ok", "path": album["cover_path"], "seed": album["cover_seed"],
                             "width": album["cover_width"], "height": album["cover_height"],
-                            "gen_s": 0.0, "encode_s": 0.0, "worker": album.get("cover_worker")}
+                            "gen_s": 0.0, "encode_s": 0.0, "worker": album.get("cover_worker"),
+                            "prompt_note": album.get("cover_prompt_note"), "score": album.get("cover_score"),
+                            "reroll": rerolls["cover"]}
         for t in tracks:
+            no = int(t["track_no"])
             if t["status"] == mf.STATUS_OK and all(_exists(out, p) for p in (t["paths"] or [t["path"]])):
-                items[int(t["track_no"])] = t
+                items[no] = t
+            rerolls[reroll_key(KIND_ART, no)] = int(t.get("art_reroll") or 0)
+            if not t.get("art_error") and _exists(out, t.get("art_path")):
+                art[no] = {k: t.get(k) for k in ART_NONE}
         complete = album["status"] == mf.STATUS_OK and 0 in items and len(items) == album["n_tracks"] + 1
         if complete:
             found.albums.add(aid)
-        elif items:
-            found.items[aid] = items
+        else:
+            if items:
+                found.items[aid] = items
+            if art:
+                found.art[aid] = art
+            found.rerolls[aid] = rerolls
     return found

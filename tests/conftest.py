@@ -27,6 +27,18 @@ def require_services() -> bool:
     return os.environ.get("ALBUMFORGE_REQUIRE_SERVICES") == "1"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models are latency-bound: one intra-op thread is several times faster on a
+    busy 2-core machine (Ray actors are other processes and keep their own setting)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> Path:
     from actors.tiny import ensure_tiny

@@ -20,6 +20,8 @@ def job_rows(items):
     return batch_of(rows)
 
 
+
+
 @pytest.fixture(scope="module")
 def music(tmp_path_factory, tiny_cache):
     return MusicActor(out=str(tmp_path_factory.mktemp("out")), engine="tiny", model_id="x",
@@ -48,11 +50,13 @@ def test_music_batch_gives_each_track_its_duration(music):
             assert sr == 32000 and len(data) == int(want * 32000)
             assert np.isfinite(data).all() and np.abs(data).max() <= 1.0
         assert json.loads(out["worker"][i])["actor"] == "MusicActor"
+        assert json.loads(out["windows"][i])["windows"] == [[0.0, want]]  # fits one window: one call
+        assert abs(out["lufs"][i] - (-14.0)) < 0.5  # mastered to the default target
 
 
 def test_a_failing_track_is_isolated(music, monkeypatch):
     real_generate = music.m.model.generate
-    tok = music.m.processor.tokenizer
+    tok = music.m.tokenizer
 
     def flaky_generate(**kwargs):
         texts = tok.batch_decode(kwargs["input_ids"], skip_special_tokens=True)
@@ -72,10 +76,11 @@ def test_a_failing_track_is_isolated(music, monkeypatch):
     assert out["path"][1] == "" and (music.out / out["path"][0]).exists()
 
 
-def test_track_longer_than_model_window_fails_with_named_value(music):
-    out = music(job_rows([(KIND_TRACK, "a3", 1, "too long", 60.0, 1)]))
-    assert out["status"][0] == "failed"
-    assert "duration_s=60.0" in out["error"][0] and "window" in out["error"][0]
+def test_a_track_without_duration_fails_with_named_value(music):
+    # (tracks longer than the model's window are made in windows: tests/test_music_long.py)
+    out = music(job_rows([(KIND_TRACK, "a3", 1, "no length", 0.0, 1), (KIND_TRACK, "a3", 2, "fine", 0.5, 2)]))
+    assert list(out["status"]) == ["failed", "ok"]
+    assert "duration_s=0.0 must be positive" in out["error"][0]
 
 
 def test_image_batch_is_seeded_per_image(image):

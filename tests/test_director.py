@@ -36,7 +36,10 @@ CONCEPT = "a harbour at night, ferries and sodium lamps"
 @pytest.fixture(autouse=True)
 def _clean(monkeypatch):
     faulthandler.dump_traceback_later(60, exit=True)  # a hung test ends the run, loudly
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    # setenv first: the original (absent) value is recorded and restored after the test,
+    # also when a helper below sets os.environ["OPENAI_BASE_URL"] itself
+    monkeypatch.setenv("OPENAI_BASE_URL", "unset")
+    monkeypatch.delenv("OPENAI_BASE_URL")
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     forget_server_formats()
     yield

@@ -2,9 +2,12 @@
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,18 +26,41 @@ def free_port() -> int:
 
 @pytest.fixture()
 def ray_head(tmp_path):
+    """`ray start --head --block` in its own process group, stopped by killing that group:
+    `ray stop` would also stop every other Ray on the machine (the test session's own)."""
     ray_bin = str(Path(sys.executable).with_name("ray"))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     port, dash = free_port(), free_port()
     temp = Path("/tmp") / f"rayhead-{os.getpid()}"  # short: Ray's socket paths have a length limit
-    start = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+    start = [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
              "--num-cpus=3", "--num-gpus=0", f"--temp-dir={temp}", "--disable-usage-stats"]
-    subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+    head = subprocess.Popen(start, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"http://127.0.0.1:{dash}"
     try:
-        yield f"http://127.0.0.1:{dash}", env
+        deadline = time.time() + 120
+        while time.time() < deadline:  # the job API answers once the head is up
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+                break
+            except OSError:
+                assert head.poll() is None, "ray start --head exited early"
+                time.sleep(0.5)
+        else:
+            pytest.fail("the Ray head did not come up in 120 s")
+        yield address, env
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(head.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                head.wait(timeout=20)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         shutil.rmtree(temp, ignore_errors=True)
 
 

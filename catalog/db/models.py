@@ -98,6 +98,10 @@ class Album(Base):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
     cover_worker: Mapped[str | None] = mapped_column(Text)  # JSON: the actor that rendered the cover (0002)
     director_json: Mapped[str | None] = mapped_column(Text)  # JSON: the director's meta for this plan (0002)
+    cover_prompt_note: Mapped[str | None] = mapped_column(Text)  # how a long cover prompt was handled (0003)
+    cover_score: Mapped[float | None] = mapped_column(Float, index=True)  # CLIP score: sort, re-roll (0003)
+    cover_reroll: Mapped[int | None] = mapped_column(Integer)  # (0003)
+    concept_score: Mapped[float | None] = mapped_column(Float, index=True)  # MiniLM concept vs plan (0003)
 
     tracks: Mapped[list[Track]] = relationship(
         back_populates="album", order_by="Track.track_no", cascade="all, delete-orphan", passive_deletes=True)
@@ -141,5 +145,15 @@ class Track(Base):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
     worker: Mapped[str | None] = mapped_column(Text)  # JSON: the actor that made it (0002)
     lyrics: Mapped[str | None] = mapped_column(Text)  # the director's lyrics, if asked for (0002)
+    art_path: Mapped[str | None] = mapped_column(Text)  # per-track art (0003)
+    art_seed: Mapped[int | None] = mapped_column(BigInteger)
+    art_width: Mapped[int | None] = mapped_column(Integer)
+    art_height: Mapped[int | None] = mapped_column(Integer)
+    art_prompt_note: Mapped[str | None] = mapped_column(Text)
+    art_score: Mapped[float | None] = mapped_column(Float, index=True)
+    art_reroll: Mapped[int | None] = mapped_column(Integer)
+    art_error: Mapped[str | None] = mapped_column(Text)
+    art_worker: Mapped[str | None] = mapped_column(Text)
+    windows_json: Mapped[str | None] = mapped_column(Text)  # JSON: the generate() window plan (0003)
 
     album: Mapped[Album] = relationship(back_populates="tracks")

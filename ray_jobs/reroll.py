@@ -1,0 +1,232 @@
+"""``albumforge reroll OUT --below X``: re-render the images whose CLIP score is under X.
+
+Two steps, each safe to stop after:
+
+1. **mark**: in the manifests, every cover / track art scored under X becomes missing for
+   a re-roll: its path and score are cleared, ``cover_reroll`` / ``art_reroll`` goes up
+   by one, ``art_error`` (art) or the album's ``error`` (cover) says why, and the album is
+   ``failed`` until the image is back. The files stay where they are until overwritten.
+2. **regenerate** (unless ``--mark-only``): the marked images are rendered again in this
+   process by an ``ImageActor`` built from the run's own image config, each with a new
+   seed (``resume.item_seed(..., reroll=n)``), and written back into the manifests.
+
+After ``--mark-only`` (or if step 2 stops half way), the normal resume path of
+``albumforge generate`` redoes exactly the marked images with the same new seeds: the
+marked items are missing for ``resume.scan_finished``, and ``Finished.rerolls`` carries
+their counters to ``explode``. Only images are re-rolled; ``concept_score`` (the plan
+against its concept) is for sorting: a new plan is a new album.
+
+Needs no Ray and no catalog. Do not run it while a generate job writes the same OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from actors.jobs import KIND_ART, KIND_COVER, RESULT_DEFAULTS, batch_of, rows_of
+from ray_jobs import manifest as mf
+from ray_jobs.config import RunConfig
+from ray_jobs.resume import art_fields, cover_fields, item_seed
+
+log = logging.getLogger("albumforge.reroll")
+
+
+@dataclass
+class Pick:
+    album_id: str
+    kind: str  # cover | art
+    item_no: int  # 0 for the cover, the track number for art
+    prompt: str
+    score: float  # the old score
+    reroll: int = 0  # the new re-roll count (set by mark)
+    new_score: float | None = None
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return "cover" if self.kind == KIND_COVER else f"art {self.item_no}"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _read_album(out: Path, aid: str) -> tuple[dict, list[dict]]:
+    album = mf.read_file(mf.manifest_dir(out, "albums") / f"{aid}.parquet", "albums").to_pylist()[0]
+    tracks_file = mf.manifest_dir(out, "tracks") / f"{aid}.parquet"
+    tracks = mf.read_file(tracks_file, "tracks").to_pylist() if tracks_file.exists() else []
+    return album, tracks
+
+
+def _write_album(out: Path, album: dict, tracks: list[dict]) -> None:
+    mf.write_manifest(out, "tracks", album["album_id"], tracks)
+    mf.write_manifest(out, "albums", album["album_id"], [album])  # last: the completion marker
+
+
+def select(out: Path, below: float, what: str = "images") -> list[Pick]:
+    """The images scored under ``below``, lowest first (unscored images are never picked)."""
+    picks = []
+    for path in mf.manifest_files(out, "albums"):
+        album, tracks = _read_album(out, path.stem)
+        aid = album["album_id"]
+        if what in ("images", "covers") and album.get("cover_path") and album.get("cover_score") is not None:
+            if album["cover_score"] < below:
+                picks.append(Pick(aid, KIND_COVER, 0, album["cover_prompt"], album["cover_score"]))
+        if what in ("images", "art"):
+            for t in tracks:
+                if t.get("art_path") and t.get("art_score") is not None and t["art_score"] < below:
+                    picks.append(Pick(aid, KIND_ART, int(t["track_no"]), t["visual_prompt"], t["art_score"]))
+    return sorted(picks, key=lambda p: (p.score, p.album_id, p.item_no))
+
+
+def _status(album: dict, tracks: list[dict], track_art: bool) -> tuple[str, str | None]:
+    """An album's status and error from its items (a plan that failed has no cover prompt)."""
+    if not album.get("cover_prompt"):
+        return album["status"], album.get("error")
+    errors = []
+    if not album.get("cover_path"):
+        errors.append(f"cover: {album.get('_cover_error') or 'missing'}")
+    errors += [f"track {t['track_no']}: {t['error']}" for t in tracks if t["status"] != mf.STATUS_OK]
+    errors += [f"art {t['track_no']}: {t['art_error']}" for t in tracks
+               if t.get("art_error") or (track_art and not t.get("art_path"))]
+    if len(tracks) != (album.get("n_tracks") or 0):
+        errors.append("tracks missing from the manifest")
+    return (mf.STATUS_OK, None) if not errors else (mf.STATUS_FAILED, "; ".join(errors)[:4000])
+
+
+def mark(out: Path, picks: list[Pick], below: float, run_id: str, track_art: bool) -> None:
+    """Step 1: the picked images become missing-for-reroll in the manifests, counters + 1."""
+    by_album: dict[str, list[Pick]] = {}
+    for p in picks:
+        by_album.setdefault(p.album_id, []).append(p)
+    for aid, group in by_album.items():
+        album, tracks = _read_album(out, aid)
+        by_no = {int(t["track_no"]): t for t in tracks}
+        for p in group:
+            why = f"re-roll asked: score {p.score:.2f} < {below:g}"
+            if p.kind == KIND_COVER:
+                p.reroll = int(album.get("cover_reroll") or 0) + 1
+                album.update(cover_path=None, cover_score=None, cover_prompt_note=None, cover_reroll=p.reroll,
+                             _cover_error=why)
+            else:
+                t = by_no[p.item_no]
+                p.reroll = int(t.get("art_reroll") or 0) + 1
+                t.update(art_path=None, art_score=None, art_prompt_note=None, art_reroll=p.reroll, art_error=why,
+                         run_id=run_id, finished_at=_now())
+        album["status"], album["error"] = _status(album, tracks, track_art)
+        album.pop("_cover_error", None)
+        album.update(run_id=run_id, finished_at=_now())
+        _write_album(out, album, tracks)
+
+
+def regenerate(out: Path, cfg: RunConfig, picks: list[Pick], run_id: str, actor=None) -> None:
+    """Step 2: render the marked images again (new seeds) and write them into the manifests."""
+    if not picks:
+        return
+    if actor is None:
+        from actors.image import ImageActor
+
+        actor = ImageActor(out=str(out), tiny_cache=str(cfg.tiny_cache), **cfg.image.actor_kwargs())
+    rows = [{"album_id": p.album_id, "kind": p.kind, "item_no": p.item_no, "n_items": 1, "prompt": p.prompt,
+             "duration_s": 0.0, "seed": item_seed(p.album_id, p.kind, p.item_no, cfg.seed, p.reroll),
+             "reroll": p.reroll, **RESULT_DEFAULTS} for p in picks]
+    done = rows_of(actor(batch_of(rows)))
+    by_album: dict[str, list[tuple[Pick, dict]]] = {}
+    for p, r in zip(picks, done):
+        r = {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        by_album.setdefault(p.album_id, []).append((p, r))
+    for aid, group in by_album.items():
+        album, tracks = _read_album(out, aid)
+        by_no = {int(t["track_no"]): t for t in tracks}
+        for p, r in group:
+            ok = r["status"] == "ok"
+            p.new_score = float(r["score"]) if ok and r["score"] == r["score"] else None
+            p.error = None if ok else str(r["error"])
+            if p.kind == KIND_COVER:
+                album.update(cover_fields(r))
+                album.update(cover_seed=int(r["seed"]), cover_path=r["path"] if ok else None,
+                             cover_width=int(r["width"]) if ok else None,
+                             cover_height=int(r["height"]) if ok else None,
+                             cover_worker=(r["worker"] or None) if ok else None)
+                if not ok:
+                    album["_cover_error"] = p.error
+            else:
+                by_no[p.item_no].update(art_fields(r), run_id=run_id, finished_at=_now())
+        album["status"], album["error"] = _status(album, tracks, cfg.image.track_art)
+        album.pop("_cover_error", None)
+        album.update(run_id=run_id, finished_at=_now())
+        _write_album(out, album, tracks)
+
+
+def run_config(out: Path, config: Path | None = None, engine: str = "tiny") -> RunConfig:
+    """The config to re-render with: a given file (over the ``engine`` preset), else the
+    latest run's own config (as its run manifest recorded it)."""
+    if config is not None:
+        return RunConfig.load(config, preset=engine).model_copy(update={"out": out})
+    runs = mf.read_manifest(out, "runs").to_pylist()
+    runs = [r for r in runs if r.get("config_json")]
+    if not runs:
+        raise SystemExit(f"reroll: {out} has no run manifest with a config: pass --config")
+    latest = max(runs, key=lambda r: r["started_at"] or datetime.min.replace(tzinfo=timezone.utc))
+    return RunConfig.model_validate(json.loads(latest["config_json"])).model_copy(update={"out": out})
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="albumforge reroll",
+                                 description="Re-render the images whose CLIP score is under a threshold, new seeds.")
+    ap.add_argument("out", type=Path, help="the output folder of an earlier generate run")
+    ap.add_argument("--below", type=float, required=True, help="re-roll images whose score is under this")
+    ap.add_argument("--what", choices=("images", "covers", "art"), default="images")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="config to render with (default: the latest run's config in OUT)")
+    ap.add_argument("--engine", choices=("tiny", "real"), default="tiny", help="preset under --config")
+    ap.add_argument("--dry-run", action="store_true", help="list what would be re-rolled; change nothing")
+    ap.add_argument("--mark-only", action="store_true",
+                    help="only mark them in the manifests; a later `albumforge generate` redoes them")
+    return ap
+
+
+def reroll_main(argv: list[str] | None = None, actor=None) -> int:
+    """Exit status 0 when every picked image came back (or nothing was under the threshold)."""
+    args = parser().parse_args(argv)
+    out = args.out
+    if not mf.manifest_dir(out, "albums").is_dir():
+        print(f"reroll: {out} has no albums manifest (manifests/albums/)")
+        return 2
+    picks = select(out, args.below, args.what)
+    print(f"{len(picks)} image(s) scored under {args.below:g}")
+    for p in picks:
+        print(f"  {p.album_id} {p.label:>7}  {p.score:8.2f}")
+    if args.dry_run or not picks:
+        return 0
+    started, t0 = _now(), time.perf_counter()
+    run_id = "reroll-" + started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    cfg = run_config(out, args.config, args.engine)
+    mark(out, picks, args.below, run_id, cfg.image.track_art)
+    if args.mark_only:
+        print("marked; `albumforge generate` with the same concepts and config re-renders them with new seeds")
+        return 0
+    regenerate(out, cfg, picks, run_id, actor=actor)
+    failed = [p for p in picks if p.error]
+    for p in picks:
+        after = f"{p.new_score:8.2f}" if p.new_score is not None else ("  failed" if p.error else "unscored")
+        print(f"  {p.album_id} {p.label:>7}  {p.score:8.2f} -> {after}  (re-roll {p.reroll})")
+    wall = time.perf_counter() - t0
+    mf.write_manifest(out, "runs", run_id, [{
+        "run_id": run_id, "started_at": started, "finished_at": _now(), "wall_s": wall,
+        "concepts_path": f"reroll --below {args.below:g} --what {args.what}",
+        "config_json": cfg.model_dump_json(), "versions_json": json.dumps({}),
+        "resources_json": json.dumps({}), "engine": cfg.image.engine,
+        "image_model": cfg.image.model_id if cfg.image.engine == "real" else f"tiny:{cfg.image.model_id}",
+        "n_concepts": len({p.album_id for p in picks}), "n_skipped": 0,
+        "n_ok": len(picks) - len(failed), "n_failed": len(failed), "n_tracks": 0,
+        "stage_s_json": json.dumps({"image": wall}),
+    }])
+    return 1 if failed else 0
