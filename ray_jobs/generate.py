@@ -220,7 +220,9 @@ class AlbumWriter:
         }
         # tags (title, artist, album, track number, year) and the embedded cover: the
         # cover exists only now, after the image stage, so tagging happens per album here
-        for problem in tag_album(self.out, album, tracks):
+        # (files an earlier run finished and tagged are left alone unless the cover is new)
+        to_tag = tracks if by_no.get(0) is not None else [t for t in tracks if t["run_id"] == self.run_id]
+        for problem in tag_album(self.out, album, to_tag):
             log.warning("album %s: %s", aid, problem)
         mf.write_manifest(self.out, "tracks", aid, tracks)
         mf.write_manifest(self.out, "albums", aid, [album])  # last: the album's completion marker

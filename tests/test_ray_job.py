@@ -73,7 +73,11 @@ def test_ray_job_submit_runs_the_generate_job(ray_head, tiny_cache, tmp_path):
            "--working-dir", str(REPO), "--",
            sys.executable, "-m", "ray_jobs.generate", str(concepts), "--out", str(out),
            "--tiny-cache", str(tiny_cache), "--tracks", "2", "--seconds", "1", "--steps", "2"]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=REPO)
+    for _ in range(30):  # the head's job agent may come up a little after its HTTP server
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=REPO)
+        if "No available agent" not in result.stderr:
+            break
+        time.sleep(2)
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     assert "succeeded" in result.stdout.lower()
     assert "2 ok, 0 failed" in result.stdout  # the job's own summary line, streamed back
