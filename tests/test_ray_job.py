@@ -31,10 +31,15 @@ def ray_head(tmp_path):
     ray_bin = str(Path(sys.executable).with_name("ray"))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     port, dash = free_port(), free_port()
+    # every port of our own: the session's Ray (conftest) already holds the defaults, and a
+    # dashboard agent that cannot bind leaves the head with "No available agent to submit job"
+    own_ports = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
     temp = Path("/tmp") / f"rayhead-{os.getpid()}"  # short: Ray's socket paths have a length limit
     start = [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
-             "--num-cpus=3", "--num-gpus=0", f"--temp-dir={temp}", "--disable-usage-stats"]
+             "--num-cpus=3", "--num-gpus=0", f"--temp-dir={temp}", "--disable-usage-stats", *own_ports]
     head = subprocess.Popen(start, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dash}"
@@ -73,7 +78,7 @@ def test_ray_job_submit_runs_the_generate_job(ray_head, tiny_cache, tmp_path):
            "--working-dir", str(REPO), "--",
            sys.executable, "-m", "ray_jobs.generate", str(concepts), "--out", str(out),
            "--tiny-cache", str(tiny_cache), "--tracks", "2", "--seconds", "1", "--steps", "2"]
-    for _ in range(30):  # the head's job agent may come up a little after its HTTP server
+    for _ in range(15):  # the head's job agent may come up a little after its HTTP server
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=REPO)
         if "No available agent" not in result.stderr:
             break
