@@ -17,7 +17,9 @@ from director.templates import PROMPTS_DIR, environment, render
 
 _PALETTES = ["amber and teal", "indigo and gold", "pastel pink and mint", "charcoal and neon red",
              "sepia", "emerald and ivory", "cobalt and silver", "rust and cream"]
-_STOP = {"the", "a", "an", "of", "and", "in", "on", "at", "to", "for", "with", "from", "by", "is", "my", "our"}
+_STOP = {"the", "a", "an", "of", "and", "in", "on", "at", "to", "for", "with", "from", "by", "is", "my", "our",
+         "under", "over", "through", "where", "when", "while", "told", "last", "down", "into", "its", "their",
+         "this", "that", "about", "after", "before", "slows", "time", "fall", "rise", "across", "between"}
 
 
 class OfflineDirector:
