@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.jobs import KIND_ART, KIND_COVER, KIND_FAILED, KIND_TRACK, RESULT_DEFAULTS, item_seed, reroll_key
+from actors.jobs import KIND_ART, KIND_COVER, KIND_FAILED, KIND_TRACK, RESULT_DEFAULTS, item_seed, reroll_key, rows_of
 from director.redact import scrub, scrub_tree
 from director.schema import AlbumPlan
 
@@ -237,7 +237,7 @@ class Planner:
         return {"plan_json": json.dumps(record), "plan_error": ""}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["album_id"]))]
+        rows = rows_of(batch)
         results = list(self.pool.map(self._plan_one, rows))
         batch["plan_json"] = np.array([r["plan_json"] for r in results], dtype=object)
         batch["plan_error"] = np.array([r["plan_error"] for r in results], dtype=object)

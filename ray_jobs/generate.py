@@ -98,13 +98,18 @@ def _versions() -> dict:
 
 
 # ---------------------------------------------------------------- manifest rows
-def _failed_album_row(run_id: str, album_id: str, source: str, concept: str, error: str, cfg: RunConfig) -> dict:
-    return {
+def write_failed_album(out: Path, run_id: str, cfg: RunConfig, album_id: str, source: str, concept: str,
+                       error: str, inputs: dict | None = None, **extra) -> None:
+    """A failed album: an empty tracks manifest, then its album row naming the error."""
+    row = {
         "album_id": album_id, "run_id": run_id, "status": mf.STATUS_FAILED, "error": error,
-        "source": source, "concept": concept, "inputs_json": "{}", "seed": cfg.seed,
+        "source": source, "concept": concept,
+        "inputs_json": json.dumps(inputs or {}, ensure_ascii=False, default=str), "seed": cfg.seed,
         "engine": cfg.music.engine, "music_model": _model_name(cfg.music), "image_model": _model_name(cfg.image),
-        "n_tracks": 0, "n_tracks_ok": 0, "finished_at": _now(),
+        "n_tracks": 0, "n_tracks_ok": 0, "finished_at": _now(), **extra,
     }
+    mf.write_manifest(out, "tracks", album_id, [])
+    mf.write_manifest(out, "albums", album_id, [row])
 
 
 def _model_name(section) -> str:
@@ -114,11 +119,11 @@ def _model_name(section) -> str:
 class AlbumWriter:
     """Collects an album's job rows as they stream in; writes its manifests when complete."""
 
-    def __init__(self, out: Path, run_id: str, cfg: RunConfig, finished: Finished):
+    def __init__(self, out: Path, run_id: str, cfg: RunConfig, finished: Finished, concepts: list[Concept]):
         self.out, self.run_id, self.cfg, self.finished = out, run_id, cfg, finished
         self.rows: dict[str, list[dict]] = defaultdict(list)
-        self.concepts: dict[str, Concept] = {}
-        self.pending: set[str] = set()  # albums not yet written
+        self.concepts: dict[str, Concept] = {c.album_id: c for c in concepts}
+        self.pending: set[str] = set(self.concepts)  # albums not yet written
 
     def add(self, row: dict) -> str | None:
         """Add one job row; returns the album_id when that album is now complete."""
@@ -139,12 +144,9 @@ class AlbumWriter:
         record = load_saved_plan(self.out, aid)
         if failed or record is None:
             error = failed[0]["error"] if failed else (lost or "plan missing after planning")
-            album = _failed_album_row(self.run_id, aid, c.source, c.concept, error, self.cfg)
-            album["inputs_json"] = json.dumps(c.inputs, ensure_ascii=False, default=str)
             failed_record = load_failed_plan(self.out, aid)
-            album.update(director_columns(failed_record["director"] if failed_record else None))
-            mf.write_manifest(self.out, "tracks", aid, [])
-            mf.write_manifest(self.out, "albums", aid, [album])
+            write_failed_album(self.out, self.run_id, self.cfg, aid, c.source, c.concept, error, c.inputs,
+                               **director_columns(failed_record["director"] if failed_record else None))
             summary.n_failed += 1
             return mf.STATUS_FAILED
         plan, meta = record["plan"], record["director"]
@@ -328,9 +330,7 @@ def run(concepts_path: Path, cfg: RunConfig) -> RunSummary:
     summary = RunSummary(run_id=run_id, out=out, n_concepts=len(concepts) + len(rejected))
     for r in rejected:
         log.error("skipping %s", r.error)
-        mf.write_manifest(out, "tracks", r.album_id, [])
-        mf.write_manifest(out, "albums", r.album_id,
-                          [_failed_album_row(run_id, r.album_id, r.source, r.raw, r.error, cfg)])
+        write_failed_album(out, run_id, cfg, r.album_id, r.source, r.raw, r.error)
         summary.n_failed += 1
     # 2. skip albums an earlier run finished; note the items of unfinished ones that are done
     finished = scan_finished(out, [c.album_id for c in concepts])
@@ -338,9 +338,7 @@ def run(concepts_path: Path, cfg: RunConfig) -> RunSummary:
     summary.n_skipped = len(concepts) - len(todo)
     if summary.n_skipped:
         log.info("%d of %d albums already finished: skipped", summary.n_skipped, len(concepts))
-    writer = AlbumWriter(out, run_id, cfg, finished)
-    writer.concepts = {c.album_id: c for c in todo}
-    writer.pending = set(writer.concepts)
+    writer = AlbumWriter(out, run_id, cfg, finished, todo)
     resources = {}
     sizes = {}
     if todo:
