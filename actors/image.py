@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from actors.engines import load_image
+from actors.faults import GuardedStage
 from actors.jobs import KIND_ART, KIND_COVER, media_dir, worker_info, writable
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,9 @@ def _join(*parts: str) -> str:
     return ", ".join(p.strip() for p in parts if p and p.strip())
 
 
-class ImageActor:
+class ImageActor(GuardedStage):
+    actor_name = "ImageActor"
+
     def __init__(
         self,
         out: str,
@@ -71,21 +75,27 @@ class ImageActor:
         hires_steps: int = 20,
         clip_model: str | None = None,
         batch_size: int = 4,
+        run_id: str | None = None,
+        max_deaths: int = 3,
     ):
         if long_prompts not in ("chunk", "truncate"):
             raise ValueError(f"long_prompts={long_prompts!r} (expected 'chunk' or 'truncate')")
         hires = (width * hires_scale, height * hires_scale)
         if hires_scale != 1.0 and any(v != int(v) or int(v) % 8 for v in hires):
             raise ValueError(f"hires_scale={hires_scale} gives {hires[0]:g}x{hires[1]:g}: both must be multiples of 8")
-        self.out = Path(out)
+        self._start_guard(out, run_id, max_deaths)  # see actors.faults: deaths are counted, not looped
         self.worker = worker_info("ImageActor")
-        self.pipe = load_image(engine, model_id, Path(tiny_cache), single_file_config=single_file_config,
-                               lora_path=lora_path, lora_scale=lora_scale, textual_inversion=textual_inversion)
+        self.batch_size = max(1, int(batch_size))
+        with self._loading() as load:
+            self.pipe = load_image(engine, model_id, Path(tiny_cache), single_file_config=single_file_config,
+                                   lora_path=lora_path, lora_scale=lora_scale,
+                                   textual_inversion=textual_inversion) if load else None
+        if self.pipe is None:  # the model load kept killing the process: every image fails, named
+            return
         self.call_kwargs = dict(num_inference_steps=steps, guidance_scale=guidance_scale, width=width, height=height)
         self.style_prefix, self.style_suffix = style_prefix, style_suffix
         self.negative_prompt = negative_prompt or ""
         self.long_prompts, self.max_prompt_tokens = long_prompts, max_prompt_tokens
-        self.batch_size = max(1, int(batch_size))
         self.hires_pipe = None
         if hires_scale != 1.0:
             from diffusers import StableDiffusionImg2ImgPipeline
@@ -112,24 +122,13 @@ class ImageActor:
         if not todo:
             return batch
         batch = writable(batch)
-        for start in range(0, len(todo), self.batch_size):
-            group = todo[start:start + self.batch_size]
-            try:
-                results = self._render(group, batch)
-            except Exception:
-                results = []  # isolate the failing prompt: one image at a time
-                for i in group:
-                    try:
-                        results += self._render([i], batch)
-                    except Exception as e:
-                        results.append(e)
-            for i, res in zip(group, results):
-                if isinstance(res, Exception):
-                    batch["status"][i] = "failed"
-                    batch["error"][i] = f"{type(res).__name__}: {res}"[:2000]
-                else:
-                    self._write(batch, i, *res)
+        self._process(batch, todo, self.batch_size, self._make)
         return batch
+
+    def _make(self, batch, idx: list[int]) -> None:
+        """Render the images ``idx`` as one pipeline call, then write each."""
+        for i, res in zip(idx, self._render(idx, batch)):
+            self._write(batch, i, *res)
 
     def _render(self, idx: list[int], batch) -> list[tuple]:
         t0 = time.perf_counter()
@@ -227,10 +226,15 @@ class ImageActor:
         t0 = time.perf_counter()
         rel = f"{media_dir(str(batch['album_id'][i]))}/{image_name(str(batch['kind'][i]), int(batch['item_no'][i]))}"
         path = self.out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}")
-        image.save(tmp, format="PNG")
-        tmp.replace(path)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # unique per writer
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(tmp, format="PNG")
+            tmp.replace(path)
+        except OSError as e:  # disk full, permissions, a folder in the way: only this image fails
+            tmp.unlink(missing_ok=True)
+            self._fail(batch, i, f"cannot write {rel}: {e.strerror or e}")
+            return
         batch["status"][i] = "ok"
         batch["error"][i] = ""
         batch["worker"][i] = json.dumps({**self.worker, "done": time.time()})

@@ -30,6 +30,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from actors.audio import crossfade, master, write_audio
 from actors.engines import load_music
+from actors.faults import GuardedStage
 from actors.jobs import KIND_TRACK, media_dir, worker_info, writable
 
 
@@ -58,7 +59,9 @@ def undelay(ids: torch.Tensor, batch: int, num_codebooks: int, channels: int, pr
     return torch.stack([full[:, k, 1 + prompt + d : 1 + prompt + d + frames] for k, d in enumerate(delays)], dim=1)
 
 
-class MusicActor:
+class MusicActor(GuardedStage):
+    actor_name = "MusicActor"
+
     def __init__(
         self,
         out: str,
@@ -79,10 +82,15 @@ class MusicActor:
         fade_out_s: float = 2.0,
         formats: tuple[str, ...] | list[str] = ("ogg",),
         compression_level: float | None = 0.2,
+        run_id: str | None = None,
+        max_deaths: int = 3,
     ):
-        self.out = Path(out)
+        self._start_guard(out, run_id, max_deaths)  # see actors.faults: deaths are counted, not looped
         self.worker = worker_info("MusicActor")
-        self.m = m = load_music(engine, model_id, Path(tiny_cache))
+        with self._loading() as load:
+            self.m = m = load_music(engine, model_id, Path(tiny_cache)) if load else None
+        if m is None:  # the model load kept killing the process: every track fails, named
+            return
         self.formats = list(formats)
         self.compression_level = compression_level
         self.gen_kwargs = dict(
@@ -121,23 +129,14 @@ class MusicActor:
         if not todo:
             return batch
         batch = writable(batch)
-        try:
-            results = self._generate([batch[c][todo] for c in ("prompt", "duration_s", "seed")])
-        except Exception:
-            # One bad track must not sink its batch-mates: retry them one by one.
-            results = []
-            for i in todo:
-                try:
-                    results += self._generate([batch[c][[i]] for c in ("prompt", "duration_s", "seed")])
-                except Exception as e:  # the row records the error; the batch goes on
-                    results.append(e)
-        for i, res in zip(todo, results):
-            if isinstance(res, Exception):
-                batch["status"][i] = "failed"
-                batch["error"][i] = f"{type(res).__name__}: {res}"[:2000]
-                continue
-            self._write(batch, i, *res)
+        self._process(batch, todo, len(todo), self._render)
         return batch
+
+    def _render(self, batch, idx: list[int]) -> None:
+        """Generate the tracks ``idx`` as one batch, then master and write each."""
+        results = self._generate([batch[c][idx] for c in ("prompt", "duration_s", "seed")])
+        for i, res in zip(idx, results):
+            self._write(batch, i, *res)
 
     # ------------------------------------------------------------------ steps
     def _window(self, inputs: dict, prompt: torch.Tensor | None, frames: int) -> tuple[np.ndarray, torch.Tensor]:
@@ -223,9 +222,11 @@ class MusicActor:
         try:
             audio, lufs = master(audio, self.m.sample_rate, **self.master_kwargs)
             paths = write_audio(audio, self.m.sample_rate, stem, self.formats, self.compression_level)
+        except OSError as e:  # disk full, permissions: name the file and the cause
+            self._fail(batch, i, f"cannot write {stem.relative_to(self.out)}: {e.strerror or e}")
+            return
         except Exception as e:
-            batch["status"][i] = "failed"
-            batch["error"][i] = f"mastering/encoding failed: {type(e).__name__}: {e}"
+            self._fail(batch, i, f"mastering/encoding failed: {type(e).__name__}: {e}")
             return
         rel = [str(p.relative_to(self.out)) for p in paths]
         batch["status"][i] = "ok"

@@ -112,21 +112,29 @@ def generate_main(argv: list[str]) -> int:
     except (ValidationError, ValueError, OSError) as e:
         print(f"albumforge: bad config: {e}", file=sys.stderr)
         return 2
-    from ray_jobs.generate import run
+    from ray_jobs.generate import OutError, run
+    from ray_jobs.outlock import OutHeld
 
     try:
         summary = run(args.concepts, cfg)
-    except (ConceptsError, TemplateVarError, jinja2.TemplateError) as e:
+    except (ConceptsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld) as e:
         print(f"albumforge: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the stream started: nothing was made yet
+        print("albumforge: interrupted", file=sys.stderr)
+        return 130
     mpa = summary.minutes_per_album
     print(
-        f"run {summary.run_id}: {summary.n_ok} ok, {summary.n_failed} failed, {summary.n_skipped} skipped "
-        f"(already done), {summary.n_tracks} tracks in {summary.wall_s:.1f} s"
+        f"run {summary.run_id} {summary.status}: {summary.n_ok} ok, {summary.n_failed} failed, "
+        f"{summary.n_skipped} skipped (already done), {summary.n_tracks} tracks in {summary.wall_s:.1f} s"
         + (f", {mpa:.2f} min/album" if mpa else "")
         + f" -> {cfg.out}"
     )
-    return 0 if summary.n_failed == 0 else 1
+    if summary.error:
+        print(f"albumforge: {summary.error}", file=sys.stderr)
+    if summary.exit_code is not None:
+        return summary.exit_code
+    return 0 if summary.n_failed == 0 and summary.status == "ok" else 1
 
 
 def main(argv: list[str] | None = None) -> int:

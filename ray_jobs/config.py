@@ -209,6 +209,17 @@ class Embedding(_Section):
     token: str | None = None  # None: the token stored in the file (A1111 files store none: then required)
 
 
+class FaultConfig(_Section):
+    """How failures end (see actors/faults.py and ray_jobs/watch.py): bounded, and named."""
+
+    max_deaths: int = Field(3, ge=1, le=20)  # an item in flight when its worker process died this many times
+    #   (segfault, OOM kill, lost node) fails, naming the cause; its batch-mates are retried alone
+    placement_timeout_s: float = Field(300.0, gt=0)  # a stage that no live node can hold (GPU node lost, none
+    #   added) for this long ends the run: the albums not finished are failed rows naming the missing resource
+    hold_stale_s: float = Field(60.0, gt=0)  # one run per OUT: a hold not refreshed for this long (its run's
+    #   host died) is taken over; a hold whose pid is gone on this host is taken over at once
+
+
 # Presets: what ``--engine`` starts from before a config file and flags. ``real`` is the
 # defaults above (what V100s run); ``tiny`` is small enough for a laptop CPU in seconds.
 PRESETS: dict[str, dict] = {
@@ -235,6 +246,7 @@ class RunConfig(_Section):
     plan: PlanConfig = PlanConfig()
     music: MusicConfig = MusicConfig()
     image: ImageConfig = ImageConfig()
+    faults: FaultConfig = FaultConfig()
     tiny_cache: Path = REPO_ROOT / ".cache" / "tiny-models"  # where tiny engines are built once
     ray_address: str | None = None  # None: join RAY_ADDRESS / a running job's cluster, else start local
     gpus: Literal["auto", "none"] = "auto"  # none: never ask Ray for GPUs (CPU-only runs)

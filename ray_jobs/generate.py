@@ -10,6 +10,7 @@ ray_jobs.generate ...``). The recipe, in ``run``:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -34,6 +35,8 @@ from director.plan import (
 from ray_jobs import manifest as mf
 from ray_jobs.concepts import Concept, read_concepts
 from ray_jobs.config import RunConfig
+from ray_jobs.outlock import OutLock
+from ray_jobs.watch import Interrupts, PlacementWatch, StageAsk, drain
 from ray_jobs.resume import ART_NONE, Finished, art_fields, cover_fields, scan_finished
 
 log = logging.getLogger("albumforge")
@@ -54,6 +57,12 @@ class RunSummary:
     n_tracks: int = 0
     wall_s: float = 0.0
     stage_s: dict = field(default_factory=lambda: defaultdict(float))
+    status: str | None = None  # the run row's: ok | failed | interrupted (None until it ends)
+    error: str | None = None  # why the run stopped early
+    fatal: str | None = None  # set by a write error every later write would hit too: stops the run
+    exit_code: int | None = None  # set when a signal stopped the run (130 SIGINT, 143 SIGTERM)
+    resources: dict = field(default_factory=dict)
+    sizes: dict = field(default_factory=dict)
 
     @property
     def minutes_per_album(self) -> float | None:
@@ -131,15 +140,30 @@ class AlbumWriter:
         self.rows[aid].append(row)
         return aid if len(self.rows[aid]) >= int(row["n_items"]) else None
 
+    def ready(self, aid: str) -> bool:
+        """True when every item of a planned album is already finished on disk (an interrupted
+        run's item records, an earlier run's manifests): it can be written with no actor."""
+        record = load_saved_plan(self.out, aid)
+        if record is None:
+            return False
+        n = len(record["plan"]["tracks"])
+        items, art = self.finished.done(aid)
+        want_art = set(range(1, n + 1)) if self.cfg.image.track_art else set()
+        return set(items) >= set(range(n + 1)) and set(art) >= want_art
+
     def write(self, aid: str, summary: RunSummary, lost: str | None = None) -> str:
         """Write the album's tracks manifest, then its album row (the completion marker).
 
-        Items an earlier run finished (``self.finished``) are kept as they were; an item
+        Items an earlier run finished (``self.finished``) are kept as they were; items an
+        interrupted run recorded (``actors.records``) count as this run's rows; an item
         whose row never came back is failed with ``lost`` as its reason.
         """
         c = self.concepts[aid]
         self.pending.discard(aid)
-        rows = self.rows.pop(aid, [])
+        streamed = self.rows.pop(aid, [])
+        made = {(r["kind"], int(r["item_no"])) for r in streamed}
+        rows = streamed + [r for r in self.finished.records.get(aid, ())
+                           if (r["kind"], int(r["item_no"])) not in made]
         failed = [r for r in rows if r["kind"] == KIND_FAILED]
         record = load_saved_plan(self.out, aid)
         if failed or record is None:
@@ -239,7 +263,7 @@ class AlbumWriter:
 
 
 # ---------------------------------------------------------------- the job
-def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, sizes: dict):
+def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, sizes: dict, run_id: str):
     """The streaming recipe: plan -> explode -> music -> image (lazy until consumed)."""
     import ray
     from ray.data import ActorPoolStrategy
@@ -251,8 +275,9 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     out = str(cfg.out.resolve())
     plan_cfg = {**cfg.plan.model_dump(mode="json"), "cache_dir": str(cfg.out.resolve() / "cache" / "director")}
     plan_env = {k: os.environ[k] for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if os.environ.get(k)}
-    done = {aid: sorted(items) for aid, items in finished.items.items()}
-    done_art = {aid: sorted(items) for aid, items in finished.art.items()}
+    done_pairs = {c.album_id: finished.done(c.album_id) for c in concepts}
+    done = {aid: items for aid, (items, _) in done_pairs.items() if items}
+    done_art = {aid: art for aid, (_, art) in done_pairs.items() if art}
     track_art, rerolls = cfg.image.track_art, finished.rerolls
     images_per_album = 1 + (cfg.plan.tracks_per_album if track_art else 0)
     rows_per_album = 1 + cfg.plan.tracks_per_album + (cfg.plan.tracks_per_album if track_art else 0)
@@ -278,18 +303,22 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     seed = cfg.seed
     ds = ds.flat_map(lambda row: explode(row, seed, done, track_art, done_art, rerolls), num_cpus=0.25)
     m, i = cfg.music, cfg.image
+    # Ray restarts a dead actor and retries its batch; each death is counted against what
+    # was in flight (actors.faults), so retries end: an item fails after max_deaths deaths
+    faults = dict(run_id=run_id, max_deaths=cfg.faults.max_deaths)
     ds = ds.map_batches(
         MusicActor,
-        fn_constructor_kwargs=dict(out=out, tiny_cache=str(cfg.tiny_cache), **m.actor_kwargs()),
+        fn_constructor_kwargs=dict(out=out, tiny_cache=str(cfg.tiny_cache), **m.actor_kwargs(), **faults),
         batch_size=m.batch_size,
         compute=ActorPoolStrategy(size=sizes["music_actors"]),
         num_gpus=sizes["music_gpus"],
         num_cpus=m.num_cpus,
         batch_format="numpy",
+        max_restarts=-1, max_task_retries=-1,  # bounded by the death count, not by Ray (see above)
     )
     ds = ds.map_batches(
         ImageActor,
-        fn_constructor_kwargs=dict(out=out, tiny_cache=str(cfg.tiny_cache), **i.actor_kwargs()),
+        fn_constructor_kwargs=dict(out=out, tiny_cache=str(cfg.tiny_cache), **i.actor_kwargs(), **faults),
         # rows arrive mixed (an album's images among its tracks): size batches so that
         # each call still renders about image.batch_size images
         batch_size=max(1, i.batch_size * rows_per_album // images_per_album),
@@ -297,25 +326,52 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
         num_gpus=sizes["image_gpus"],
         num_cpus=i.num_cpus,
         batch_format="numpy",
+        max_restarts=-1, max_task_retries=-1,
     )
     return ds
 
 
-def _init_ray(cfg: RunConfig) -> None:
+def _init_ray(cfg: RunConfig) -> bool:
+    """Join or start Ray; True when this call connected (the run then shuts it down, which
+    stops a local Ray it started and, on a cluster, just ends this driver's actors)."""
     import ray
 
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(address=cfg.ray_address, log_to_driver=True)
     ctx = ray.data.DataContext.get_current()
     # A block lost to a crashed actor must not end the job: its albums become failed
     # rows (see AlbumWriter) and the next run redoes them.
     ctx.max_errored_blocks = -1
+    return started
+
+
+class OutError(ValueError):
+    """OUT cannot hold a run (a file, not a folder; not writable). A re-run cannot fix it."""
+
+
+def check_out(out: Path) -> None:
+    """A named error, before anything starts, when OUT cannot be a run's output folder."""
+    if out.exists() and not out.is_dir():
+        raise OutError(f"--out {out} is a file, not a folder: choose another --out (a re-run cannot fix this)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".albumforge-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutError(f"--out {out}: cannot write there ({e.strerror or e}): "
+                       "choose another --out or fix its permissions") from None
+
+
+FATAL_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # every later write would fail too
 
 
 def run(concepts_path: Path, cfg: RunConfig) -> RunSummary:
     started = _now()
     t0 = time.perf_counter()
     out = cfg.out
+    check_out(out)
     director = resolve_director(cfg.plan.director)
     if cfg.plan.director == "auto":
         log.info("director: %s (%s)", director,
@@ -325,9 +381,20 @@ def run(concepts_path: Path, cfg: RunConfig) -> RunSummary:
     settings = cfg.plan_settings(director)
     concepts, rejected = read_concepts(concepts_path, settings, cfg.seed)
     check_templates(cfg.plan, concepts)  # a template variable a row lacks: named error, no call made
-    out.mkdir(parents=True, exist_ok=True)
     run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     summary = RunSummary(run_id=run_id, out=out, n_concepts=len(concepts) + len(rejected))
+    with OutLock(out, run_id, cfg.faults.hold_stale_s):  # one run per OUT: a second is refused, named
+        try:
+            _run_held(concepts_path, cfg, director, concepts, rejected, summary)
+        finally:
+            summary.wall_s = time.perf_counter() - t0
+            _write_run_row(cfg, concepts_path, director, started, summary)
+    return summary
+
+
+def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list[Concept], rejected: list,
+              summary: RunSummary) -> None:
+    out, run_id = cfg.out, summary.run_id
     for r in rejected:
         log.error("skipping %s", r.error)
         write_failed_album(out, run_id, cfg, r.album_id, r.source, r.raw, r.error)
@@ -339,50 +406,89 @@ def run(concepts_path: Path, cfg: RunConfig) -> RunSummary:
     if summary.n_skipped:
         log.info("%d of %d albums already finished: skipped", summary.n_skipped, len(concepts))
     writer = AlbumWriter(out, run_id, cfg, finished, todo)
-    resources = {}
-    sizes = {}
-    if todo:
-        # 3. plan -> explode -> music -> image, streamed; manifests written per album
-        _init_ray(cfg)
-        import ray
-        from tqdm import tqdm
+    # albums whose every item an interrupted run finished need no actor: written now
+    for aid in [c.album_id for c in todo if writer.ready(c.album_id)]:
+        _write_album(writer, aid, summary)
+    todo = [c for c in todo if c.album_id in writer.pending]
+    if not todo:
+        return
+    # 3. plan -> explode -> music -> image, streamed; manifests written per album
+    own_ray = _init_ray(cfg)
+    import ray
+    from tqdm import tqdm
 
-        resources = ray.cluster_resources()
-        sizes = pool_sizes(resources, cfg)
+    try:
+        summary.resources = ray.cluster_resources()
+        summary.sizes = sizes = pool_sizes(summary.resources, cfg)
         log.info("actor pools: %s", sizes)
-        ds = build_dataset(cfg, todo, finished, sizes)
-        with tqdm(total=len(todo), desc="albums", unit="album") as bar:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                keys = list(batch)
-                for k in range(len(batch[keys[0]])):
-                    row = {key: _py(batch[key][k]) for key in keys}
-                    aid = writer.add(row)
-                    if aid is not None:
-                        writer.write(aid, summary)
-                        bar.set_postfix(ok=summary.n_ok, failed=summary.n_failed)
-                        bar.update(1)
-            # albums the stream never completed (rows lost with a crashed block)
+        ds = build_dataset(cfg, todo, finished, sizes, run_id)
+        placement = PlacementWatch([StageAsk("MusicActor", sizes["music_gpus"], cfg.music.num_cpus),
+                                    StageAsk("ImageActor", sizes["image_gpus"], cfg.image.num_cpus)],
+                                   cfg.faults.placement_timeout_s)
+        with Interrupts() as interrupts, tqdm(total=len(todo), desc="albums", unit="album") as bar:
+            def on_row(row: dict) -> None:
+                aid = writer.add(row)
+                if aid is not None:
+                    _write_album(writer, aid, summary)
+                    bar.set_postfix(ok=summary.n_ok, failed=summary.n_failed)
+                    bar.update(1)
+
+            stopped = drain(ds.iter_batches(batch_size=None, batch_format="numpy"), on_row,
+                            lambda: interrupts.reason or summary.fatal or placement())
+            if interrupts.signum is not None:
+                # what is finished is written or recorded (actors.records): a re-run resumes
+                summary.status, summary.error = mf.STATUS_INTERRUPTED, stopped
+                summary.exit_code = interrupts.exit_code
+                return
+            # albums the stream never completed: rows lost with a crashed block, or the run
+            # was stopped (a stage nothing can hold, a full disk): each a failed row, named
+            lost = (f"not finished: {stopped}" if stopped
+                    else "rows lost: an actor or block failed; re-run to retry")
+            if stopped:
+                summary.status, summary.error = mf.STATUS_FAILED, stopped
+                log.error("stopping the run: %s", stopped)
             for aid in sorted(writer.pending):
-                writer.write(aid, summary, lost="rows lost: an actor or block failed; re-run to retry")
+                _write_album(writer, aid, summary, lost=lost)
                 bar.update(1)
-    # 4. the run's own row
-    summary.wall_s = time.perf_counter() - t0
-    mf.write_manifest(out, "runs", run_id, [{
-        "run_id": run_id, "started_at": started, "finished_at": _now(), "wall_s": summary.wall_s,
-        "concepts_path": str(concepts_path),
-        "config_json": cfg.model_dump_json(), "versions_json": json.dumps(_versions()),
-        "resources_json": json.dumps({"cluster": resources, "pools": sizes}, default=str),
-        "engine": cfg.music.engine, "music_model": _model_name(cfg.music), "image_model": _model_name(cfg.image),
-        "director": director, "n_concepts": summary.n_concepts, "n_skipped": summary.n_skipped,
-        "n_ok": summary.n_ok, "n_failed": summary.n_failed, "n_tracks": summary.n_tracks,
-        "minutes_per_album": summary.minutes_per_album, "stage_s_json": json.dumps(summary.stage_s),
-    }])
-    return summary
+    finally:
+        if own_ray:
+            ray.shutdown()
 
 
-def _py(value):
-    """numpy scalars -> Python values (for manifest rows)."""
-    return value.item() if hasattr(value, "item") else value
+def _write_album(writer: "AlbumWriter", aid: str, summary: RunSummary, lost: str | None = None) -> None:
+    """Write one album's manifests; a write error fails that album (named), a full disk the run."""
+    try:
+        writer.write(aid, summary, lost=lost)
+    except OSError as e:
+        summary.n_failed += 1
+        where = e.filename or writer.out
+        log.error("album %s: cannot write its manifests: %s: %s", aid, where, e.strerror or e)
+        if e.errno in FATAL_WRITE and not summary.fatal:
+            summary.fatal = (f"cannot write under {writer.out}: {e.strerror} ({where}); free space or fix the "
+                             "folder, then re-run: finished items are kept")
+
+
+def _write_run_row(cfg: RunConfig, concepts_path: Path, director: str, started: datetime,
+                   summary: RunSummary) -> None:
+    """The run's own row, whatever the run's end; a failure to write it is said, not raised."""
+    if summary.status is None:
+        summary.status = mf.STATUS_OK if summary.n_failed == 0 else mf.STATUS_FAILED
+    try:
+        mf.write_manifest(cfg.out, "runs", summary.run_id, [{
+            "run_id": summary.run_id, "started_at": started, "finished_at": _now(), "wall_s": summary.wall_s,
+            "concepts_path": str(concepts_path),
+            "config_json": cfg.model_dump_json(), "versions_json": json.dumps(_versions()),
+            "resources_json": json.dumps({"cluster": summary.resources, "pools": summary.sizes}, default=str),
+            "engine": cfg.music.engine, "music_model": _model_name(cfg.music), "image_model": _model_name(cfg.image),
+            "director": director, "n_concepts": summary.n_concepts, "n_skipped": summary.n_skipped,
+            "n_ok": summary.n_ok, "n_failed": summary.n_failed, "n_tracks": summary.n_tracks,
+            "minutes_per_album": summary.minutes_per_album, "stage_s_json": json.dumps(summary.stage_s),
+            "status": summary.status, "error": summary.error,
+        }])
+    except OSError as e:
+        summary.error = (summary.error + "; " if summary.error else "") + \
+            f"run row not written: {e.filename or cfg.out}: {e.strerror or e}"
+        log.error("run %s: %s", summary.run_id, summary.error)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
+STATUS_INTERRUPTED = "interrupted"  # runs only: stopped by SIGINT/SIGTERM; a re-run resumes
 
 _ts = pa.timestamp("us", tz="UTC")
 
@@ -127,6 +128,8 @@ RUNS = pa.schema(
         pa.field("n_tracks", pa.int32()),
         pa.field("minutes_per_album", pa.float64()),  # wall minutes / albums made this run
         pa.field("stage_s_json", pa.string()),  # summed seconds per stage
+        pa.field("status", pa.string()),  # ok | failed (some albums failed, or the run was stopped) | interrupted
+        pa.field("error", pa.string()),  # why the run stopped early (a signal, a lost stage, a full disk)
     ]
 )
 

@@ -15,7 +15,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actors.jobs import KIND_ART, item_seed, reroll_key  # noqa: F401 (re-exported)
+from actors.jobs import KIND_ART, KIND_TRACK, item_seed, reroll_key  # noqa: F401 (re-exported)
+from actors.records import album_records
 from ray_jobs import manifest as mf
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,16 @@ class Finished:
     items: dict[str, dict[int, dict]] = field(default_factory=dict)  # album -> item_no -> row
     art: dict[str, dict[int, dict]] = field(default_factory=dict)  # album -> track_no -> art_* fields
     rerolls: dict[str, dict[str, int]] = field(default_factory=dict)  # album -> reroll_key -> count
+    # album -> job rows of items an interrupted run finished (actors.records) after its manifests
+    records: dict[str, list[dict]] = field(default_factory=dict)
+
+    def done(self, album_id: str) -> tuple[list[int], list[int]]:
+        """Cover/track numbers and art numbers of an album that need not be made again."""
+        items = set(self.items.get(album_id, ())) | {
+            int(r["item_no"]) for r in self.records.get(album_id, ()) if r["kind"] != KIND_ART}
+        art = set(self.art.get(album_id, ())) | {
+            int(r["item_no"]) for r in self.records.get(album_id, ()) if r["kind"] == KIND_ART}
+        return sorted(items), sorted(art)
 
 
 # ---------------------------------------------------------------- image rows <-> manifest fields
@@ -73,44 +84,61 @@ def _exists(out: Path, rel) -> bool:
 
 
 def scan_finished(out: Path, album_ids: list[str]) -> Finished:
+    """What is finished, from the manifests, then from the item records of unfinished albums."""
     out = Path(out)
-    wanted = set(album_ids)
     found = Finished()
-    for aid in sorted(wanted):
-        album_file = mf.manifest_dir(out, "albums") / f"{aid}.parquet"
-        tracks_file = mf.manifest_dir(out, "tracks") / f"{aid}.parquet"
-        if not album_file.exists():
+    for aid in sorted(set(album_ids)):
+        rerolls = _scan_manifests(out, aid, found)
+        if aid in found.albums:
             continue
-        try:
-            album = mf.read_file(album_file, "albums").to_pylist()[0]
-            tracks = mf.read_file(tracks_file, "tracks").to_pylist() if tracks_file.exists() else []
-        except (mf.ManifestError, IndexError) as e:
-            log.warning("redoing album %s: %s", aid, e)
-            continue
-        items: dict[int, dict] = {}
-        art: dict[int, dict] = {}
-        rerolls = {"cover": int(album.get("cover_reroll") or 0)}
-        if album["status"] == mf.STATUS_OK or album.get("cover_path"):
-            if _exists(out, album.get("cover_path")):
-                items[0] = {"status": "ok", "path": album["cover_path"], "seed": album["cover_seed"],
-                            "width": album["cover_width"], "height": album["cover_height"],
-                            "gen_s": 0.0, "encode_s": 0.0, "worker": album.get("cover_worker"),
-                            "prompt_note": album.get("cover_prompt_note"), "score": album.get("cover_score"),
-                            "reroll": rerolls["cover"]}
-        for t in tracks:
-            no = int(t["track_no"])
-            if t["status"] == mf.STATUS_OK and all(_exists(out, p) for p in (t["paths"] or [t["path"]])):
-                items[no] = t
-            rerolls[reroll_key(KIND_ART, no)] = int(t.get("art_reroll") or 0)
-            if not t.get("art_error") and _exists(out, t.get("art_path")):
-                art[no] = {k: t.get(k) for k in ART_NONE}
-        complete = album["status"] == mf.STATUS_OK and 0 in items and len(items) == album["n_tracks"] + 1
-        if complete:
-            found.albums.add(aid)
-        else:
-            if items:
-                found.items[aid] = items
-            if art:
-                found.art[aid] = art
-            found.rerolls[aid] = rerolls
+        # items an interrupted run finished after its last manifest write; a re-rolled
+        # image counts only with the current re-roll count (its seed derives from it)
+        kept = {**{("item", no): 1 for no in found.items.get(aid, ())}, **{("art", no): 1 for no in found.art.get(aid, ())}}
+        recs = [r for r in album_records(out, aid)
+                if ("art" if r["kind"] == KIND_ART else "item", int(r["item_no"])) not in kept
+                and (r["kind"] == KIND_TRACK
+                     or int(r.get("reroll") or 0) == rerolls.get(reroll_key(r["kind"], r["item_no"]), 0))]
+        if recs:
+            found.records[aid] = recs
     return found
+
+
+def _scan_manifests(out: Path, aid: str, found: Finished) -> dict[str, int]:
+    """An album's manifests into ``found``; returns its re-roll counts."""
+    album_file = mf.manifest_dir(out, "albums") / f"{aid}.parquet"
+    tracks_file = mf.manifest_dir(out, "tracks") / f"{aid}.parquet"
+    if not album_file.exists():
+        return {}
+    try:
+        album = mf.read_file(album_file, "albums").to_pylist()[0]
+        tracks = mf.read_file(tracks_file, "tracks").to_pylist() if tracks_file.exists() else []
+    except (mf.ManifestError, IndexError) as e:
+        log.warning("redoing album %s: %s", aid, e)
+        return {}
+    items: dict[int, dict] = {}
+    art: dict[int, dict] = {}
+    rerolls = {"cover": int(album.get("cover_reroll") or 0)}
+    if album["status"] == mf.STATUS_OK or album.get("cover_path"):
+        if _exists(out, album.get("cover_path")):
+            items[0] = {"status": "ok", "path": album["cover_path"], "seed": album["cover_seed"],
+                        "width": album["cover_width"], "height": album["cover_height"],
+                        "gen_s": 0.0, "encode_s": 0.0, "worker": album.get("cover_worker"),
+                        "prompt_note": album.get("cover_prompt_note"), "score": album.get("cover_score"),
+                        "reroll": rerolls["cover"]}
+    for t in tracks:
+        no = int(t["track_no"])
+        if t["status"] == mf.STATUS_OK and all(_exists(out, p) for p in (t["paths"] or [t["path"]])):
+            items[no] = t
+        rerolls[reroll_key(KIND_ART, no)] = int(t.get("art_reroll") or 0)
+        if not t.get("art_error") and _exists(out, t.get("art_path")):
+            art[no] = {k: t.get(k) for k in ART_NONE}
+    complete = album["status"] == mf.STATUS_OK and 0 in items and len(items) == album["n_tracks"] + 1
+    if complete:
+        found.albums.add(aid)
+    else:
+        if items:
+            found.items[aid] = items
+        if art:
+            found.art[aid] = art
+        found.rerolls[aid] = rerolls
+    return rerolls

@@ -55,6 +55,8 @@ class Run(Base):
     n_tracks: Mapped[int | None] = mapped_column(Integer)
     minutes_per_album: Mapped[float | None] = mapped_column(Float)
     stage_s_json: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(String(16))  # ok | failed | interrupted (0004)
+    error: Mapped[str | None] = mapped_column(Text)  # why a run failed or stopped
 
 
 class Album(Base):

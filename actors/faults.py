@@ -1,0 +1,227 @@
+"""Bounded failure inside an actor: exceptions isolate items, native crashes are counted.
+
+Ray restarts a dead actor and resubmits its task (Ray Data's default: without limit), so a
+deterministic native crash (a segfault on one input) would loop forever, and a Ray-level
+limit alone would leave a stage with no actor and the run waiting. Instead every death is
+counted against what the process was doing, in a journal that outlives it:
+
+- the actor writes what it is about to do (load its model, or one group of items) to its
+  journal, one JSON file per actor under ``OUT/.albumforge/journal/<run_id>/`` (Ray keeps
+  the actor id across restarts; the file lives on OUT, so a restart on another node finds it);
+- a restarted actor reads it: whatever was in flight gets one death more, and the cause is
+  taken from the report ``faulthandler`` wrote when the process died ("Segmentation fault"
+  and the innermost frame); no report means a kill (SIGKILL, out of memory, a lost node);
+- items with a death run one at a time (their batch-mates are isolated, as for Python
+  exceptions); an item that has died ``max_deaths`` times fails without running again, its
+  error naming the cause; a model load that died ``max_deaths`` times fails every item the
+  actor is given.
+
+Every retry therefore either finishes its batch or adds a death to a bounded count, so a
+batch always ends. Items already recorded as finished (``actors.records``) are filled
+from their record instead of being made again.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from actors.records import read_record, write_record
+
+JOURNAL_DIR = Path(".albumforge") / "journal"
+INIT = "init"  # the journal key of a model load
+NO_REPORT = "no fault report: killed by a signal such as SIGKILL (out of memory?), or its node was lost"
+
+
+def _actor_id() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            actor = ray.get_runtime_context().get_actor_id()
+            if actor:
+                return actor
+    except Exception:  # outside Ray (tests and reroll call actors directly)
+        pass
+    return f"local-{os.getpid()}"
+
+
+def item_key(row: dict) -> str:
+    return f"{row['album_id']}/{row['kind']}/{int(row['item_no'])}/{int(row['seed'])}"
+
+
+def parse_fault(text: str) -> str | None:
+    """"Segmentation fault in soundfile.py:1234 (write)" from a faulthandler report."""
+    m = re.search(r"Fatal Python error: ([^\n]+)", text)
+    if not m:
+        return None
+    frame = re.search(r'File "([^"]+)", line (\d+) in (\S+)', text[m.end():])
+    where = f" in {Path(frame[1]).name}:{frame[2]} ({frame[3]})" if frame else ""
+    return m[1].strip() + where
+
+
+class CrashJournal:
+    """What one actor was doing, kept across its restarts."""
+
+    def __init__(self, out: str | Path, run_id: str, actor: str, max_deaths: int):
+        self.actor, self.max_deaths = actor, max(1, int(max_deaths))
+        folder = Path(out) / JOURNAL_DIR / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{actor}-{_actor_id()}"
+        self.path, self.fault_path = folder / f"{name}.json", folder / f"{name}.fault"
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            state = {"doing": None, "deaths": {}, "causes": {}, "fault_at": 0}
+        if state["doing"]:  # the previous process died doing this
+            cause = self._fault_since(state["fault_at"]) or NO_REPORT
+            for key in state["doing"]:
+                state["deaths"][key] = state["deaths"].get(key, 0) + 1
+                state["causes"][key] = cause
+        state["doing"] = None
+        state["fault_at"] = self.fault_path.stat().st_size if self.fault_path.exists() else 0
+        self.state = state
+        self._fault_file = open(self.fault_path, "a")  # noqa: SIM115 (open for the process's life)
+        faulthandler.enable(file=self._fault_file, all_threads=True)
+        self._save()
+
+    def _fault_since(self, offset: int) -> str | None:
+        try:
+            with open(self.fault_path, errors="replace") as f:
+                f.seek(offset)
+                return parse_fault(f.read())
+        except OSError:
+            return None
+
+    def _save(self) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.state, f)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @contextmanager
+    def doing(self, keys: list[str]):
+        """Mark ``keys`` in flight while the block runs (a death inside counts against them)."""
+        self.state["doing"] = list(keys)
+        self._save()
+        try:
+            yield
+        finally:
+            self.state["doing"] = None
+            self._save()
+
+    def deaths(self, key: str) -> int:
+        return int(self.state["deaths"].get(key, 0))
+
+    def exhausted(self, key: str) -> bool:
+        return self.deaths(key) >= self.max_deaths
+
+    def message(self, key: str, what: str) -> str:
+        return (f"the {self.actor} process died {self.deaths(key)} times {what}: "
+                f"{self.state['causes'].get(key) or NO_REPORT}")
+
+
+class GuardedStage:
+    """Base of the GPU actors: the guard around ``_render(batch, idx)``.
+
+    A subclass calls ``_start_guard`` first in ``__init__`` and loads its model inside
+    ``with self._loading():``; its ``__call__`` passes its own rows to ``_process``.
+    ``_render`` fills the result columns of the rows ``idx`` (and raises when the whole
+    group failed); a row whose result is "ok" gets its item record.
+    """
+
+    actor_name = "Actor"
+    journal: CrashJournal | None = None
+    broken: str | None = None  # why this actor cannot work (its model load kept dying)
+
+    def _start_guard(self, out: str, run_id: str | None, max_deaths: int) -> None:
+        self.out, self.run_id = Path(out), run_id
+        self.journal = CrashJournal(out, run_id, self.actor_name, max_deaths) if run_id else None
+
+    @contextmanager
+    def _loading(self):
+        """Load the model inside this block; after max_deaths deaths in it, skip it."""
+        j = self.journal
+        if j is not None and j.exhausted(INIT):
+            self.broken = j.message(INIT, "loading its model")
+            yield False
+            return
+        if j is None:
+            yield True
+            return
+        with j.doing([INIT]):
+            yield True
+
+    def _process(self, batch: dict, todo: list[int], group_size: int, render: Callable) -> None:
+        # 1. finished earlier (a record whose files exist): filled from it, not made again
+        todo = [i for i in todo if not self._from_record(batch, i)]
+        # 2. what cannot run: a model that never loaded, items that killed the process too often
+        j = self.journal
+        for i in list(todo):
+            key = self._key(batch, i)
+            if self.broken or (j is not None and j.exhausted(key)):
+                self._fail(batch, i, self.broken or j.message(key, "generating this item") +
+                           " (its batch-mates were retried alone)")
+                todo.remove(i)
+        # 3. the rest in groups; an item that ever died runs alone; a group that raises is
+        #    retried one item at a time, so one bad item never fails its batch-mates
+        suspect = j is not None and any(j.deaths(self._key(batch, i)) for i in todo)
+        groups = [[i] for i in todo] if suspect else [todo[k:k + group_size] for k in range(0, len(todo), group_size)]
+        for group in groups:
+            try:
+                self._guarded(batch, group, render)
+            except Exception as e:
+                if len(group) == 1:
+                    self._fail(batch, group[0], f"{type(e).__name__}: {e}")
+                    continue
+                for i in group:
+                    try:
+                        self._guarded(batch, [i], render)
+                    except Exception as e1:  # the row records the error; the batch goes on
+                        self._fail(batch, i, f"{type(e1).__name__}: {e1}")
+
+    def _key(self, batch, i) -> str:
+        return item_key({c: batch[c][i] for c in ("album_id", "kind", "item_no", "seed")})
+
+    def _guarded(self, batch, group: list[int], render: Callable) -> None:
+        keys = [self._key(batch, i) for i in group]
+        if self.journal is None:
+            render(batch, group)
+        else:
+            with self.journal.doing(keys):
+                render(batch, group)
+        for i in group:
+            if batch["status"][i] == "ok":
+                self._record(batch, i)
+
+    def _record(self, batch, i) -> None:
+        row = {c: batch[c][i] for c in batch}
+        try:
+            write_record(self.out, row, self.run_id)
+        except OSError as e:
+            self._fail(batch, i, f"cannot write the item record under {self.out}: {e.strerror or e}")
+
+    def _from_record(self, batch, i) -> bool:
+        rec = read_record(self.out, str(batch["album_id"][i]), str(batch["kind"][i]), int(batch["item_no"][i]),
+                          int(batch["seed"][i]))
+        if rec is None:
+            return False
+        for col in batch:
+            if col in rec and col not in ("album_id", "kind", "item_no", "seed", "reroll") and rec[col] is not None:
+                batch[col][i] = rec[col]
+        return True
+
+    @staticmethod
+    def _fail(batch, i, error: str) -> None:
+        batch["status"][i] = "failed"
+        batch["error"][i] = error[:2000]
