@@ -448,10 +448,17 @@ def _hub_error(e: Exception) -> str:
     return f"fetch failed: {name}: {first[:300]}"
 
 
+def _quiet_http() -> None:
+    for name in ("httpx", "httpx2"):  # one line per request at INFO: our own lines say what is fetched
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _download(need: Need, precision: str, say) -> Found:
     import httpx2
     from huggingface_hub import HfApi, hf_hub_download
 
+    _quiet_http()
     hub = _hub_file(need.ref)
     repo_id, revision = (hub[0], hub[1]) if hub else (need.ref, REVISION)
     api = HfApi(endpoint=hub_endpoint())
@@ -462,6 +469,8 @@ def _download(need: Need, precision: str, say) -> Found:
     sha = info.sha
     sizes = {s.rfilename: s.size for s in info.siblings or []}
     cache = hub_cache()
+    snap = repo_folder(repo_id) / "snapshots" / sha
+    here_before = {f for f in sizes if (snap / f).is_file()}
 
     def get(name: str) -> Path:
         return Path(hf_hub_download(repo_id, name, revision=sha, cache_dir=cache, endpoint=hub_endpoint()))
@@ -473,15 +482,15 @@ def _download(need: Need, precision: str, say) -> Found:
         files = select_files(need.form, sorted(sizes), precision, model_index)
     if not files:
         raise FileNotFoundError(f"{repo_id}@{sha[:8]} has no {need.form} files to load")
-    snap = repo_folder(repo_id) / "snapshots" / sha
     total = sum(sizes.get(f) or 0 for f in files)
-    todo = [f for f in files if not (snap / f).is_file()]
+    todo = [f for f in files if f not in here_before]
     say(f"fetching {need.field} {repo_id}@{sha[:8]}: {len(todo)} of {len(files)} files, "
         f"{human(sum(sizes.get(f) or 0 for f in todo))} of {human(total)} -> {cache}")
     try:
         for k, name in enumerate(todo, 1):
             say(f"  [{k}/{len(todo)}] {name} ({human(sizes.get(name))})")
-            get(name)
+            if not (snap / name).is_file():  # model_index.json came first
+                get(name)
     except Exception as e:
         e._albumforge_size = total
         raise
@@ -501,6 +510,7 @@ def remote_size(need: Need, precision: str = "full") -> int | None:
         return None
     import httpx2
 
+    _quiet_http()
     try:
         from huggingface_hub import HfApi, hf_hub_download
 
@@ -558,7 +568,7 @@ def resolve_all(cfg, parts=("music", "image", "plan"), fetch_missing: bool = Fal
     return found
 
 
-def missing_report(found: list[Found], command: str) -> str:
+def missing_report(found: list[Found], command: str | None) -> str:
     missing = [f for f in found if not f.ok]
     width = max(len(f.need.field) for f in missing)
     refw = max(len(f.need.ref) for f in missing)
@@ -569,10 +579,10 @@ def missing_report(found: list[Found], command: str) -> str:
         size = human(f.size) if f.size is not None else (
             ("size unknown offline" if hub_offline() else "size unknown") if f.fetchable else "")
         lines.append(f"  {f.need.field:<{width}}  {f.need.ref:<{refw}}  {f.why}" + (f"; {size}" if size else ""))
-    if any(f.fetchable for f in missing):
+    if command and any(f.fetchable for f in missing):
         lines.append("fetch them once where the hub is reachable, into the HF_HOME every node reads:")
         lines.append(f"  {command}")
-    lines.append("nothing was started")
+    lines.append("nothing was started" if command else "the rest is in the cache; fix these and fetch again")
     return "\n".join(lines)
 
 
@@ -641,7 +651,7 @@ def fetch_models(cfg, precision: str = "auto", parts=("music", "image", "plan"))
               + (f" -> {f.path}" if f.ok else ""))
     missing = [f for f in found if not f.ok]
     if missing:
-        print(missing_report(found, "albumforge models fetch ... (again, once the hub answers)"), file=sys.stderr)
+        print(missing_report(found, None), file=sys.stderr)
         return 2
     print(f"all {len(found)} models here ({prec} weights where a repo has them); "
           "nodes sharing this HF_HOME can now run with HF_HUB_OFFLINE=1")
