@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -234,3 +233,34 @@ def test_file_selection_for_a_stable_diffusion_repository():
     assert "tokenizer/vocab.json" in full and "model_index.json" in full and "v1-inference.yaml" not in full
     # a single file's configs: no weights at all
     assert weights(models.select_files(models.PIPELINE_CONFIG, names)) == []
+
+
+# ---------------------------------------------------------------- reroll: the same preflight, image models only
+def test_reroll_stops_before_marking_when_an_image_model_is_missing(tmp_path, monkeypatch, capsys):
+    from datetime import datetime, timezone
+
+    from ray_jobs import manifest as mf
+    from ray_jobs.cli import main
+    from ray_jobs.reroll import reroll_main
+
+    out = tmp_path / "out"
+    cfg = RunConfig.load(preset="real", **{"out": out, "image.model_id": "albumforge-test/absent-sd"})
+    now = datetime.now(timezone.utc)
+    album = {"album_id": "a1", "run_id": "r0", "status": "ok", "concept": "x", "seed": 0, "cover_prompt": "x",
+             "cover_path": "media/a1/cover.png", "cover_score": 1.0, "n_tracks": 0, "finished_at": now}
+    mf.write_manifest(out, "albums", "a1", [album])
+    mf.write_manifest(out, "runs", "r0", [{"run_id": "r0", "started_at": now, "config_json": cfg.model_dump_json()}])
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    assert reroll_main([str(out), "--below", "50"]) == 2
+    err = capsys.readouterr().err
+    assert "image.model_id" in err and "albumforge-test/absent-sd" in err and "music.model_id" not in err
+    assert f"albumforge models fetch --from-run {out}" in err
+    kept = mf.read_manifest(out, "albums").to_pylist()[0]
+    assert kept["cover_path"] == "media/a1/cover.png" and not kept["cover_reroll"]  # nothing marked
+
+    assert main(["models", "list", "--from-run", str(out)]) == 2  # the command it printed reads that config
+    listed = capsys.readouterr().out
+    assert "albumforge-test/absent-sd" in listed and "missing" in listed
