@@ -99,6 +99,9 @@ def test_a_missing_local_path_is_named_with_no_fetch_command(tmp_path, tiny_cach
     found = models.resolve_all(cfg)
     assert {f.need.field: f.state for f in found if f.ok} == {  # the tiny path goes through the same code
         "music.model_id": "built", "image.model_id": "built", "image.clip_model": "built", "text scorer": "local"}
+    from ray_jobs.config import PRESETS
+
+    assert "lora_path" not in PRESETS["tiny"]["image"]  # overrides never leak into the preset (and later runs)
 
 
 # ---------------------------------------------------------------- preflight: the HF cache layout, offline
