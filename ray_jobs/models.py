@@ -448,6 +448,12 @@ def _hub_error(e: Exception) -> str:
     return f"fetch failed: {name}: {first[:300]}"
 
 
+def _unreachable(e: Exception) -> bool:
+    """A connection error or time-out of whichever HTTP client huggingface_hub uses."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return bool(names & {"ConnectError", "TimeoutException", "ConnectionError", "Timeout"})
+
+
 def _quiet_http() -> None:
     for name in ("httpx", "httpx2"):  # one line per request at INFO: our own lines say what is fetched
         if logging.getLogger(name).level == logging.NOTSET:
@@ -455,7 +461,6 @@ def _quiet_http() -> None:
 
 
 def _download(need: Need, precision: str, say) -> Found:
-    import httpx2
     from huggingface_hub import HfApi, hf_hub_download
 
     _quiet_http()
@@ -464,8 +469,10 @@ def _download(need: Need, precision: str, say) -> Found:
     api = HfApi(endpoint=hub_endpoint())
     try:
         info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=15)
-    except (httpx2.ConnectError, httpx2.TimeoutException) as e:
-        raise HubUnreachable(f"{hub_endpoint()} unreachable ({type(e).__name__}: {e})") from None
+    except Exception as e:
+        if _unreachable(e):
+            raise HubUnreachable(f"{hub_endpoint()} unreachable ({type(e).__name__}: {e})") from None
+        raise
     sha = info.sha
     sizes = {s.rfilename: s.size for s in info.siblings or []}
     cache = hub_cache()
@@ -508,8 +515,6 @@ def remote_size(need: Need, precision: str = "full") -> int | None:
     ``model_index.json`` is fetched to tell); ``HubUnreachable`` when it does not answer."""
     if not found_fetchable(need) or hub_offline():
         return None
-    import httpx2
-
     _quiet_http()
     try:
         from huggingface_hub import HfApi, hf_hub_download
@@ -526,9 +531,9 @@ def remote_size(need: Need, precision: str = "full") -> int | None:
                                    endpoint=hub_endpoint())
             model_index = json.loads(Path(path).read_text())
         return sum(sizes.get(f) or 0 for f in select_files(need.form, sorted(sizes), precision, model_index))
-    except (httpx2.ConnectError, httpx2.TimeoutException) as e:
-        raise HubUnreachable(f"{hub_endpoint()} unreachable ({type(e).__name__})") from None
-    except Exception:
+    except Exception as e:
+        if _unreachable(e):
+            raise HubUnreachable(f"{hub_endpoint()} unreachable ({type(e).__name__})") from None
         return None
 
 
