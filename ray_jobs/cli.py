@@ -1,4 +1,4 @@
-"""``albumforge``: generate | reroll | site | load | stats.
+"""``albumforge``: generate | reroll | models | site | load | stats.
 
 Each sub-command parses its own flags and calls one function; the heavy imports (Ray,
 torch) happen only inside ``generate``.
@@ -112,6 +112,10 @@ def generate_main(argv: list[str]) -> int:
     except (ValidationError, ValueError, OSError) as e:
         print(f"albumforge: bad config: {e}", file=sys.stderr)
         return 2
+    from ray_jobs.models import fetch_command, preflight
+
+    if preflight(cfg, fetch_command(argv)):  # every model here (or fetched now) before Ray starts
+        return 2
     from ray_jobs.generate import OutError, run
     from ray_jobs.outlock import OutHeld
 
@@ -137,12 +141,56 @@ def generate_main(argv: list[str]) -> int:
     return 0 if summary.n_failed == 0 and summary.status == "ok" else 1
 
 
+def models_parser(action: str) -> argparse.ArgumentParser:
+    """``generate``'s parser (same config and flags; CONCEPTS optional and unused) plus
+    ``--precision`` and ``--from-run``."""
+    p = generate_parser()
+    p.prog = f"albumforge models {action}"
+    p.description = ("Download into the Hugging Face cache (HF_HOME) exactly the model files a generate run with"
+                     " these flags loads." if action == "fetch" else
+                     "Show what the Hugging Face cache holds for a generate run with these flags, and what is missing.")
+    for a in p._actions:
+        if a.dest == "concepts":  # accepted so a generate command line works as is
+            a.nargs, a.required, a.default, a.help = "?", False, None, "ignored (accepted so a generate line works)"
+    p.add_argument("--precision", choices=["auto", "fp16", "full"], default="auto",
+                   help="diffusers weights to fetch: auto = fp16 when the image actors ask for GPUs")
+    p.add_argument("--from-run", type=Path, metavar="OUT",
+                   help="the config of the latest run recorded in OUT's manifests (what reroll uses)")
+    return p
+
+
+def models_main(argv: list[str]) -> int:
+    """``albumforge models fetch|list [generate's flags]``."""
+    if not argv or argv[0] not in ("fetch", "list"):
+        print("usage: albumforge models {fetch,list} [CONCEPTS] [--config FILE] [--engine real] [flags of generate]",
+              file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    action, args = argv[0], models_parser(argv[0]).parse_args(argv[1:])
+    from ray_jobs import models
+    from ray_jobs.config import RunConfig
+
+    try:
+        if args.from_run is not None:
+            from ray_jobs.reroll import run_config
+
+            cfg = run_config(args.from_run)
+        else:
+            overrides = {key: getattr(args, flag) for flag, key in _FLAGS.items()}
+            cfg = RunConfig.load(args.config, preset=args.engine, **overrides)
+    except (ValidationError, ValueError, OSError) as e:
+        print(f"albumforge: bad config: {e}", file=sys.stderr)
+        return 2
+    if action == "list":
+        return models.list_models(cfg, args.precision)
+    return models.fetch_models(cfg, args.precision)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ray_jobs.reroll import reroll_main
 
-    commands = {"generate": generate_main, "reroll": reroll_main}
+    commands = {"generate": generate_main, "reroll": reroll_main, "models": models_main}
     try:
         from catalog import commands as catalog_commands
 

@@ -7,6 +7,7 @@ a config file, which overrides these defaults.
 
 from __future__ import annotations
 
+import copy
 import json
 import tomllib
 from pathlib import Path
@@ -256,7 +257,7 @@ class RunConfig(_Section):
         """Defaults <- preset <- config file (TOML or JSON) <- overrides (dotted keys)."""
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r} (expected one of {sorted(PRESETS)})")
-        data: dict = _merge({}, PRESETS[preset])
+        data: dict = copy.deepcopy(PRESETS[preset])  # overrides below must not change the preset itself
         if path is not None:
             path = Path(path)
             text = path.read_text()

@@ -209,6 +209,12 @@ def reroll_main(argv: list[str] | None = None, actor=None) -> int:
     started, t0 = _now(), time.perf_counter()
     run_id = "reroll-" + started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     cfg = run_config(out, args.config, args.engine)
+    if actor is None and not args.mark_only:  # the image models, here before anything is marked
+        from ray_jobs.models import fetch_command, preflight
+
+        source = ["--config", str(args.config), "--engine", args.engine] if args.config else ["--from-run", str(out)]
+        if preflight(cfg, fetch_command(source), parts=("image",)):
+            return 2
     mark(out, picks, args.below, run_id, cfg.image.track_art)
     if args.mark_only:
         print("marked; `albumforge generate` with the same concepts and config re-renders them with new seeds")

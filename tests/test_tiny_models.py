@@ -3,10 +3,12 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from actors.engines import load_image, load_music, resolve_source
 from actors.tiny import ensure_tiny
+from ray_jobs.models import ModelMissing
 
 
 def test_tiny_models_round_trip_through_from_pretrained(tiny_cache):
@@ -35,9 +37,11 @@ def test_tiny_models_round_trip_through_from_pretrained(tiny_cache):
     assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
 
 
-def test_tiny_build_is_cached(tiny_cache):
+def test_tiny_build_is_cached(tiny_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     folder = ensure_tiny("music", tiny_cache)
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     assert ensure_tiny("music", tiny_cache) == folder
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
-    assert resolve_source("music", "real", "facebook/musicgen-small", tiny_cache) == "facebook/musicgen-small"
+    with pytest.raises(ModelMissing, match="music.model_id=.facebook/musicgen-small.*albumforge models fetch"):
+        resolve_source("music", "real", "facebook/musicgen-small", tiny_cache)  # not cached: named, no download
