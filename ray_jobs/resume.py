@@ -93,9 +93,9 @@ def scan_finished(out: Path, album_ids: list[str]) -> Finished:
             continue
         # items an interrupted run finished after its last manifest write; a re-rolled
         # image counts only with the current re-roll count (its seed derives from it)
-        kept = {**{("item", no): 1 for no in found.items.get(aid, ())}, **{("art", no): 1 for no in found.art.get(aid, ())}}
+        kept = {(False, no) for no in found.items.get(aid, ())} | {(True, no) for no in found.art.get(aid, ())}
         recs = [r for r in album_records(out, aid)
-                if ("art" if r["kind"] == KIND_ART else "item", int(r["item_no"])) not in kept
+                if (r["kind"] == KIND_ART, int(r["item_no"])) not in kept
                 and (r["kind"] == KIND_TRACK
                      or int(r.get("reroll") or 0) == rerolls.get(reroll_key(r["kind"], r["item_no"]), 0))]
         if recs:

@@ -146,8 +146,9 @@ def test_actor_killed_once_finishes_every_album(tiny_cache, tmp_path):
 def test_stopped_run_keeps_finished_work_and_the_rerun_redoes_none(tiny_cache, tmp_path, sig, after):
     concepts = _concepts(tmp_path, 6)
     out = tmp_path / "out"
-    cmd = _cmd(concepts, out, tiny_cache)
-    proc = subprocess.Popen(cmd, env=_env(), start_new_session=True,
+    cmd = _cmd(concepts, out, tiny_cache, "--music-batch", "2")
+    slow = _env(PYTHONPATH=str(REPO / "tests" / "fault_inject"), ALBUMFORGE_TEST_FAULT="slow:*:2:-")
+    proc = subprocess.Popen(cmd, env=slow, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         albums_dir = mf.manifest_dir(out, "albums")
@@ -211,8 +212,9 @@ def small_disk(tmp_path):
 def test_full_disk_fails_named_and_the_rerun_completes(tiny_cache, tmp_path, small_disk):
     concepts = _concepts(tmp_path, 6)
     out = small_disk / "out"
-    cmd = _cmd(concepts, out, tiny_cache)
-    proc = subprocess.Popen(cmd, env=_env(), start_new_session=True,
+    cmd = _cmd(concepts, out, tiny_cache, "--music-batch", "2")
+    slow = _env(PYTHONPATH=str(REPO / "tests" / "fault_inject"), ALBUMFORGE_TEST_FAULT="slow:*:2:-")
+    proc = subprocess.Popen(cmd, env=slow, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     filler = small_disk / "filler"
     try:
@@ -253,7 +255,8 @@ def test_lost_gpu_node_ends_the_run_named_and_a_rerun_completes(tiny_cache, tmp_
         out = tmp_path / "out"
         cmd = _cmd(concepts, out, tiny_cache, "--config", str(_config(tmp_path, placement_timeout_s=5)),
                    address=cluster.address)
-        proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        slow = _env(PYTHONPATH=str(REPO / "tests" / "fault_inject"), ALBUMFORGE_TEST_FAULT="slow:*:2:-")
+        proc = subprocess.Popen(cmd, env=slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             _wait_for(lambda: _records(out) >= 1, 300, proc)
             cluster.remove_node(worker)

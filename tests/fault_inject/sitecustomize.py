@@ -2,7 +2,9 @@
 
 ``ALBUMFORGE_TEST_FAULT="<once|always>:<album_id>:<item_no>:<marker_dir>"`` makes the
 MusicActor process kill itself with SIGSEGV when it is about to generate that track: on
-every attempt (``always``: a deterministic native crash) or on the first only (``once``).
+every attempt (``always``: a deterministic native crash) or on the first only (``once``);
+``slow:*:<seconds>:-`` makes every MusicActor call take that many seconds longer (a run long
+enough to stop half way on a fast machine).
 The production code has no hook: this wraps ``MusicActor._render`` when ``actors.music``
 is imported in a Ray worker.
 """
@@ -18,11 +20,17 @@ _SPEC = os.environ.get("ALBUMFORGE_TEST_FAULT")
 
 def _patch(module) -> None:
     mode, album_id, item_no, marker_dir = _SPEC.split(":", 3)
+    item_no = float(item_no)
     original = module.MusicActor._render
 
     def _render(self, batch, idx):
+        if mode == "slow":
+            import time
+
+            time.sleep(float(item_no))
+            return original(self, batch, idx)
         for i in idx:
-            if str(batch["album_id"][i]) == album_id and int(batch["item_no"][i]) == int(item_no):
+            if str(batch["album_id"][i]) == album_id and int(batch["item_no"][i]) == item_no:
                 marker = os.path.join(marker_dir, f"crash-{os.getpid()}")
                 first = not any(n.startswith("crash-") for n in os.listdir(marker_dir))
                 if mode == "always" or first:
