@@ -92,6 +92,10 @@ def generate_parser() -> argparse.ArgumentParser:
     g.add_argument("--track-art", action="store_true", default=None, help="one image per track too")
     g.add_argument("--image-gpus", type=float, help="GPU fraction per image actor (default 0.5)")
     g.add_argument("--image-cpus", type=float)
+    g = p.add_argument_group("console")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="also show Ray Data's progress bars, the workers' output and the libraries' warnings")
+    g.add_argument("-q", "--quiet", action="store_true", help="errors and the closing summary only (for scripts)")
     g = p.add_argument_group("cluster")
     g.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a running cluster, or a new local one)")
     g.add_argument("--tiny-cache", type=Path)
@@ -112,30 +116,27 @@ def generate_main(argv: list[str]) -> int:
     except (ValidationError, ValueError, OSError) as e:
         print(f"albumforge: bad config: {e}", file=sys.stderr)
         return 2
+    from ray_jobs import console
+
+    verbosity = console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.NORMAL
+    run_id = console.new_run_id()
+    log_path = console.setup(cfg.out, run_id, verbosity)  # first: the libraries read its settings on import
+    from ray_jobs.generate import OutError, run
     from ray_jobs.models import fetch_command, preflight
+    from ray_jobs.outlock import OutHeld
 
     if preflight(cfg, fetch_command(argv)):  # every model here (or fetched now) before Ray starts
         return 2
-    from ray_jobs.generate import OutError, run
-    from ray_jobs.outlock import OutHeld
-
     try:
-        summary = run(args.concepts, cfg)
+        summary = run(args.concepts, cfg, run_id=run_id, verbosity=verbosity)
     except (ConceptsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld) as e:
         print(f"albumforge: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the stream started: nothing was made yet
         print("albumforge: interrupted", file=sys.stderr)
         return 130
-    mpa = summary.minutes_per_album
-    print(
-        f"run {summary.run_id} {summary.status}: {summary.n_ok} ok, {summary.n_failed} failed, "
-        f"{summary.n_skipped} skipped (already done), {summary.n_tracks} tracks in {summary.wall_s:.1f} s"
-        + (f", {mpa:.2f} min/album" if mpa else "")
-        + f" -> {cfg.out}"
-    )
-    if summary.error:
-        print(f"albumforge: {summary.error}", file=sys.stderr)
+    for line in console.summary_lines(summary, summary.failed, log_path):
+        print(line)
     if summary.exit_code is not None:
         return summary.exit_code
     return 0 if summary.n_failed == 0 and summary.status == "ok" else 1

@@ -32,6 +32,7 @@ from director.plan import (
     load_saved_plan,
     resolve_director,
 )
+from ray_jobs import console
 from ray_jobs import manifest as mf
 from ray_jobs.concepts import Concept, read_concepts
 from ray_jobs.config import RunConfig
@@ -63,6 +64,8 @@ class RunSummary:
     exit_code: int | None = None  # set when a signal stopped the run (130 SIGINT, 143 SIGTERM)
     resources: dict = field(default_factory=dict)
     sizes: dict = field(default_factory=dict)
+    failed: list = field(default_factory=list)  # (source, error) of each album this run failed
+    verbosity: int = console.NORMAL
 
     @property
     def minutes_per_album(self) -> float | None:
@@ -133,6 +136,7 @@ class AlbumWriter:
         self.rows: dict[str, list[dict]] = defaultdict(list)
         self.concepts: dict[str, Concept] = {c.album_id: c for c in concepts}
         self.pending: set[str] = set(self.concepts)  # albums not yet written
+        self.errors: dict[str, str] = {}  # album -> the error of its failed album row
 
     def add(self, row: dict) -> str | None:
         """Add one job row; returns the album_id when that album is now complete."""
@@ -171,6 +175,7 @@ class AlbumWriter:
             failed_record = load_failed_plan(self.out, aid)
             write_failed_album(self.out, self.run_id, self.cfg, aid, c.source, c.concept, error, c.inputs,
                                **director_columns(failed_record["director"] if failed_record else None))
+            self.errors[aid] = error
             summary.n_failed += 1
             return mf.STATUS_FAILED
         plan, meta = record["plan"], record["director"]
@@ -252,6 +257,8 @@ class AlbumWriter:
             log.warning("album %s: %s", aid, problem)
         mf.write_manifest(self.out, "tracks", aid, tracks)
         mf.write_manifest(self.out, "albums", aid, [album])  # last: the album's completion marker
+        if album["error"]:
+            self.errors[aid] = album["error"]
         for stage, sec in (("plan", album["plan_s"]), ("music", music_s), ("image", image_s), ("encode", encode_s)):
             summary.stage_s[stage] += sec
         summary.n_tracks += n_ok
@@ -313,8 +320,7 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
         compute=ActorPoolStrategy(size=sizes["music_actors"]),
         num_gpus=sizes["music_gpus"],
         num_cpus=m.num_cpus,
-        batch_format="numpy",
-        max_restarts=-1, max_task_retries=-1,  # bounded by the death count, not by Ray (see above)
+        batch_format="numpy",  # Ray Data's actors restart and retry without limit: bounded by the death count
     )
     ds = ds.map_batches(
         ImageActor,
@@ -326,19 +332,20 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
         num_gpus=sizes["image_gpus"],
         num_cpus=i.num_cpus,
         batch_format="numpy",
-        max_restarts=-1, max_task_retries=-1,
     )
     return ds
 
 
-def _init_ray(cfg: RunConfig) -> bool:
+def _init_ray(cfg: RunConfig, verbosity: int = console.NORMAL) -> bool:
     """Join or start Ray; True when this call connected (the run then shuts it down, which
     stops a local Ray it started and, on a cluster, just ends this driver's actors)."""
     import ray
 
     started = not ray.is_initialized()
-    if started:
-        ray.init(address=cfg.ray_address, log_to_driver=True)
+    if started:  # workers' output reaches the console with -v only (else it stays in Ray's session logs)
+        ray.init(address=cfg.ray_address, log_to_driver=verbosity >= console.VERBOSE,
+                 logging_level=logging.INFO if verbosity >= console.VERBOSE else logging.WARNING)
+    console.quiet_ray_data(verbosity)
     ctx = ray.data.DataContext.get_current()
     # A block lost to a crashed actor must not end the job: its albums become failed
     # rows (see AlbumWriter) and the next run redoes them.
@@ -367,7 +374,7 @@ def check_out(out: Path) -> None:
 FATAL_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # every later write would fail too
 
 
-def run(concepts_path: Path, cfg: RunConfig) -> RunSummary:
+def run(concepts_path: Path, cfg: RunConfig, run_id: str | None = None, verbosity: int = console.NORMAL) -> RunSummary:
     started = _now()
     t0 = time.perf_counter()
     out = cfg.out
@@ -381,8 +388,8 @@ def run(concepts_path: Path, cfg: RunConfig) -> RunSummary:
     settings = cfg.plan_settings(director)
     concepts, rejected = read_concepts(concepts_path, settings, cfg.seed)
     check_templates(cfg.plan, concepts)  # a template variable a row lacks: named error, no call made
-    run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    summary = RunSummary(run_id=run_id, out=out, n_concepts=len(concepts) + len(rejected))
+    run_id = run_id or console.new_run_id(started)
+    summary = RunSummary(run_id=run_id, out=out, n_concepts=len(concepts) + len(rejected), verbosity=verbosity)
     with OutLock(out, run_id, cfg.faults.hold_stale_s):  # one run per OUT: a second is refused, named
         try:
             _run_held(concepts_path, cfg, director, concepts, rejected, summary)
@@ -399,6 +406,7 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
         log.error("skipping %s", r.error)
         write_failed_album(out, run_id, cfg, r.album_id, r.source, r.raw, r.error)
         summary.n_failed += 1
+        summary.failed.append((r.source, r.error))
     # 2. skip albums an earlier run finished; note the items of unfinished ones that are done
     finished = scan_finished(out, [c.album_id for c in concepts])
     todo = [c for c in concepts if c.album_id not in finished.albums]
@@ -413,7 +421,7 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
     if not todo:
         return
     # 3. plan -> explode -> music -> image, streamed; manifests written per album
-    own_ray = _init_ray(cfg)
+    own_ray = _init_ray(cfg, summary.verbosity)
     import ray
     from tqdm import tqdm
 
@@ -425,12 +433,14 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
         placement = PlacementWatch([StageAsk("MusicActor", sizes["music_gpus"], cfg.music.num_cpus),
                                     StageAsk("ImageActor", sizes["image_gpus"], cfg.image.num_cpus)],
                                    cfg.faults.placement_timeout_s)
-        with Interrupts() as interrupts, tqdm(total=len(todo), desc="albums", unit="album") as bar:
+        bar = tqdm(total=len(todo), desc="albums", unit="album", disable=summary.verbosity == console.QUIET,
+                   dynamic_ncols=True)
+        with Interrupts() as interrupts, bar:
             def on_row(row: dict) -> None:
                 aid = writer.add(row)
                 if aid is not None:
                     _write_album(writer, aid, summary)
-                    bar.set_postfix(ok=summary.n_ok, failed=summary.n_failed)
+                    bar.set_postfix(ok=summary.n_ok, failed=summary.n_failed, tracks=summary.n_tracks)
                     bar.update(1)
 
             stopped = drain(ds.iter_batches(batch_size=None, batch_format="numpy"), on_row,
@@ -458,10 +468,13 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
 def _write_album(writer: "AlbumWriter", aid: str, summary: RunSummary, lost: str | None = None) -> None:
     """Write one album's manifests; a write error fails that album (named), a full disk the run."""
     try:
-        writer.write(aid, summary, lost=lost)
+        status = writer.write(aid, summary, lost=lost)
+        if status != mf.STATUS_OK:
+            summary.failed.append((writer.concepts[aid].source, writer.errors.get(aid) or lost or "failed"))
     except OSError as e:
         summary.n_failed += 1
         where = e.filename or writer.out
+        summary.failed.append((writer.concepts[aid].source, f"cannot write its manifests: {where}: {e.strerror or e}"))
         log.error("album %s: cannot write its manifests: %s: %s", aid, where, e.strerror or e)
         if e.errno in FATAL_WRITE and not summary.fatal:
             summary.fatal = (f"cannot write under {writer.out}: {e.strerror} ({where}); free space or fix the "

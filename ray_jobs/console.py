@@ -1,0 +1,104 @@
+"""What a person sees during a run: one live line, then a summary. The chatter goes to a file.
+
+By default the console shows the albums bar (ok/failed of N, tracks done, elapsed, ETA)
+and albumforge's own warnings; everything else (Ray, Ray Data's operator dumps, the model
+libraries' warnings and progress bars, Python warnings) goes to
+``OUT/.albumforge/logs/<run_id>.log``, named in the summary. ``-v`` shows Ray Data's
+progress bars and the workers' output too; ``--quiet`` shows errors and the summary only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+QUIET, NORMAL, VERBOSE = 0, 1, 2
+
+# set before the libraries are imported (and inherited by a local Ray's workers)
+LIBRARY_ENV = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DIFFUSERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_DEDUP_LOGS": "1",
+}
+
+
+def new_run_id(at: datetime | None = None) -> str:
+    """20261124T183000-1a2b3c: sortable by start time, unique."""
+    return (at or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+class _Own(logging.Filter):
+    """The console's share at the normal level: albumforge's own records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == "albumforge" or record.name.startswith(("albumforge.", "ray_jobs", "actors", "director"))
+
+
+def setup(out: Path, run_id: str, verbosity: int = NORMAL) -> Path | None:
+    """Route logging for one run; returns the log file (None when OUT cannot hold it)."""
+    if verbosity < VERBOSE:
+        for key, value in LIBRARY_ENV.items():
+            os.environ.setdefault(key, value)
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.setLevel(logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    console.setLevel({QUIET: logging.ERROR, NORMAL: logging.WARNING, VERBOSE: logging.INFO}[verbosity])
+    if verbosity < VERBOSE:
+        console.addFilter(_Own())
+    root.addHandler(console)
+    logging.getLogger("albumforge").setLevel(logging.INFO)
+    logging.captureWarnings(True)  # warnings.warn from the libraries: into the file
+    path = Path(out) / ".albumforge" / "logs" / f"{run_id}.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root.addHandler(handler)
+    return path
+
+
+def quiet_ray_data(verbosity: int) -> None:
+    """Ray Data's progress bars and its execution dumps only with -v."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = verbosity >= VERBOSE
+    ctx.print_on_execution_start = verbosity >= VERBOSE
+    if verbosity < VERBOSE:
+        for name in ("ray", "ray.data"):
+            lib = logging.getLogger(name)
+            lib.setLevel(logging.WARNING)
+            lib.propagate = True
+            for h in list(lib.handlers):
+                if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.stdout):
+                    lib.removeHandler(h)
+
+
+def summary_lines(summary, failed: list[tuple[str, str]], log_path: Path | None, limit: int = 10) -> list[str]:
+    """The closing lines: counts, minutes per album, each failed album and why, the log."""
+    mpa = summary.minutes_per_album
+    lines = [f"run {summary.run_id} {summary.status}: {summary.n_ok} ok, {summary.n_failed} failed, "
+             f"{summary.n_skipped} skipped (already done), {summary.n_tracks} tracks in {summary.wall_s:.1f} s"
+             + (f", {mpa:.2f} min/album" if mpa else "") + f" -> {summary.out}"]
+    if summary.error:
+        lines.append(f"stopped: {summary.error}")
+    for source, error in failed[:limit]:
+        first = (error or "").strip().splitlines()[0] if (error or "").strip() else "failed"
+        lines.append(f"  failed {source}: {first[:300]}")
+    if len(failed) > limit:
+        lines.append(f"  ... and {len(failed) - limit} more failed albums (albumforge stats {summary.out})")
+    if log_path is not None:
+        lines.append(f"log: {log_path}")
+    return lines
