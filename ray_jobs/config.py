@@ -8,15 +8,14 @@ a config file, which overrides these defaults.
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Engine = Literal["tiny", "real"]
+from albumforge.resources import data_dir, user_cache_dir
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+Engine = Literal["tiny", "real"]
 
 
 class _Section(BaseModel):
@@ -167,7 +166,7 @@ class ImageConfig(_Section):
 
 # ---------------------------------------------------------------- image helpers
 # (after ImageConfig on purpose: pydantic resolves ImageConfig's annotations on first use)
-STYLES_DIR = REPO_ROOT / "prompts" / "styles"
+STYLES_DIR = data_dir("prompts") / "styles"
 
 
 class StylePreset(_Section):
@@ -222,6 +221,15 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def _toml():
+    """``tomllib`` (Python 3.11+), else its backport ``tomli`` (a dependency on 3.10 only)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10 (Ubuntu 22.04, the cluster image)
+        import tomli as tomllib
+    return tomllib
+
+
 def _merge(base: dict, top: dict) -> dict:
     merged = dict(base)
     for key, value in top.items():
@@ -235,7 +243,8 @@ class RunConfig(_Section):
     plan: PlanConfig = PlanConfig()
     music: MusicConfig = MusicConfig()
     image: ImageConfig = ImageConfig()
-    tiny_cache: Path = REPO_ROOT / ".cache" / "tiny-models"  # where tiny engines are built once
+    # where tiny engines are built once: ~/.cache/albumforge/tiny-models ($XDG_CACHE_HOME honoured)
+    tiny_cache: Path = Field(default_factory=lambda: user_cache_dir() / "tiny-models")
     ray_address: str | None = None  # None: join RAY_ADDRESS / a running job's cluster, else start local
     gpus: Literal["auto", "none"] = "auto"  # none: never ask Ray for GPUs (CPU-only runs)
 
@@ -248,7 +257,7 @@ class RunConfig(_Section):
         if path is not None:
             path = Path(path)
             text = path.read_text()
-            data = _merge(data, tomllib.loads(text) if path.suffix == ".toml" else json.loads(text))
+            data = _merge(data, _toml().loads(text) if path.suffix == ".toml" else json.loads(text))
         for key, value in overrides.items():
             if value is None:
                 continue
