@@ -8,6 +8,7 @@ a config file, which overrides these defaults.
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -221,15 +222,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def _toml():
-    """``tomllib`` (Python 3.11+), else its backport ``tomli`` (a dependency on 3.10 only)."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10 (Ubuntu 22.04, the cluster image)
-        import tomli as tomllib
-    return tomllib
-
-
 def _merge(base: dict, top: dict) -> dict:
     merged = dict(base)
     for key, value in top.items():
@@ -257,7 +249,7 @@ class RunConfig(_Section):
         if path is not None:
             path = Path(path)
             text = path.read_text()
-            data = _merge(data, _toml().loads(text) if path.suffix == ".toml" else json.loads(text))
+            data = _merge(data, tomllib.loads(text) if path.suffix == ".toml" else json.loads(text))
         for key, value in overrides.items():
             if value is None:
                 continue

@@ -16,15 +16,11 @@ import site
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 CODE_PACKAGES = ("actors", "albumforge", "catalog", "director", "ray_jobs")
