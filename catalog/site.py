@@ -30,12 +30,13 @@ from urllib.parse import urlsplit
 
 import jinja2
 
+from albumforge.resources import data_dir
 from catalog.read import Catalog, read_catalog
 from catalog.slugs import album_slug, resolve_inside, safe_ext
 
 log = logging.getLogger(__name__)
 
-SITE_SRC = Path(__file__).resolve().parent.parent / "site"  # templates/ and static/ (data, not code)
+SITE_SRC = data_dir("site")  # templates/ and static/ (data, not code): the checkout's, or a wheel's copy
 STATE_FILE = ".albumforge-site.json"  # what the last build wrote, so stale files can be removed
 AUDIO_TYPES = {"ogg": "audio/ogg", "oga": "audio/ogg", "opus": "audio/ogg", "mp3": "audio/mpeg",
                "flac": "audio/flac", "wav": "audio/wav", "m4a": "audio/mp4"}

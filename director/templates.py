@@ -11,7 +11,9 @@ from pathlib import Path
 import jinja2
 from jinja2 import meta
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+from albumforge.resources import data_dir
+
+PROMPTS_DIR = data_dir("prompts")  # the checkout's prompts/, or the copy a wheel ships
 
 
 class TemplateVarError(KeyError):

@@ -7,6 +7,7 @@ torch) happen only inside ``generate``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -186,23 +187,39 @@ def models_main(argv: list[str]) -> int:
     return models.fetch_models(cfg, args.precision)
 
 
+# sub-command -> "module:function", imported only when chosen (so `--help` stays fast and
+# a broken import surfaces as its own traceback instead of a missing command)
+COMMANDS = {
+    "generate": "ray_jobs.cli:generate_main",
+    "reroll": "ray_jobs.reroll:reroll_main",
+    "models": "ray_jobs.cli:models_main",
+    "site": "catalog.commands:site_main",
+    "load": "catalog.commands:load_main",
+    "stats": "catalog.commands:stats_main",
+}
+
+
+def version() -> str:
+    """The installed distribution's version (pyproject.toml's, via importlib.metadata)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("albumforge")
+    except metadata.PackageNotFoundError:  # a checkout run without any install (e.g. a bare Ray working dir)
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from ray_jobs.reroll import reroll_main
-
-    commands = {"generate": generate_main, "reroll": reroll_main, "models": models_main}
-    try:
-        from catalog import commands as catalog_commands
-
-        commands.update(site=catalog_commands.site_main, load=catalog_commands.load_main,
-                        stats=catalog_commands.stats_main)
-    except ImportError:
-        pass
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print(f"usage: albumforge {{{','.join(commands)}}} ...", file=sys.stderr)
+    if argv[:1] == ["--version"]:
+        print(f"albumforge {version()}")
+        return 0
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(f"usage: albumforge {{{','.join(COMMANDS)}}} ... | --version", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return commands[argv[0]](argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    module, function = COMMANDS[argv[0]].split(":")
+    return getattr(importlib.import_module(module), function)(argv[1:])
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Engine = Literal["tiny", "real"]
+from albumforge.resources import data_dir, user_cache_dir
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+Engine = Literal["tiny", "real"]
 
 
 class _Section(BaseModel):
@@ -168,7 +168,7 @@ class ImageConfig(_Section):
 
 # ---------------------------------------------------------------- image helpers
 # (after ImageConfig on purpose: pydantic resolves ImageConfig's annotations on first use)
-STYLES_DIR = REPO_ROOT / "prompts" / "styles"
+STYLES_DIR = data_dir("prompts") / "styles"
 
 
 class StylePreset(_Section):
@@ -248,7 +248,8 @@ class RunConfig(_Section):
     music: MusicConfig = MusicConfig()
     image: ImageConfig = ImageConfig()
     faults: FaultConfig = FaultConfig()
-    tiny_cache: Path = REPO_ROOT / ".cache" / "tiny-models"  # where tiny engines are built once
+    # where tiny engines are built once: ~/.cache/albumforge/tiny-models ($XDG_CACHE_HOME honoured)
+    tiny_cache: Path = Field(default_factory=lambda: user_cache_dir() / "tiny-models")
     ray_address: str | None = None  # None: join RAY_ADDRESS / a running job's cluster, else start local
     gpus: Literal["auto", "none"] = "auto"  # none: never ask Ray for GPUs (CPU-only runs)
 
