@@ -166,7 +166,7 @@ def tag_album(out, album_row: dict, track_rows: list[dict]) -> list[str]:
             if tagger is None:
                 errors.append(f"{rel}: no tagger for {path.suffix!r}")
                 continue
-            tmp = path.with_name(f".tmp-tag-{path.name}")
+            tmp = path.with_name(f".tmp-tag-{os.getpid()}-{path.name}")  # unique per writer
             try:
                 shutil.copyfile(path, tmp)
                 tagger(tmp, t, pic)

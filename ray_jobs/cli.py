@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -219,7 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     module, function = COMMANDS[argv[0]].split(":")
-    return getattr(importlib.import_module(module), function)(argv[1:])
+    code = getattr(importlib.import_module(module), function)(argv[1:])
+    if code in (130, 143):  # interrupted: exit now, not after Ray's exit hooks wait on a Ray the signal hit too
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

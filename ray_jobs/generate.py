@@ -65,6 +65,7 @@ class RunSummary:
     resources: dict = field(default_factory=dict)
     sizes: dict = field(default_factory=dict)
     failed: list = field(default_factory=list)  # (source, error) of each album this run failed
+    own_ray: bool = False  # this run started (or connected to) Ray, and so shuts it down
     verbosity: int = console.NORMAL
 
     @property
@@ -392,15 +393,31 @@ def run(concepts_path: Path, cfg: RunConfig, run_id: str | None = None, verbosit
     summary = RunSummary(run_id=run_id, out=out, n_concepts=len(concepts) + len(rejected), verbosity=verbosity)
     with OutLock(out, run_id, cfg.faults.hold_stale_s):  # one run per OUT: a second is refused, named
         try:
-            _run_held(concepts_path, cfg, director, concepts, rejected, summary)
+            with Interrupts() as interrupts:
+                _run_held(concepts_path, cfg, director, concepts, rejected, summary, interrupts)
         finally:
             summary.wall_s = time.perf_counter() - t0
             _write_run_row(cfg, concepts_path, director, started, summary)
+            if summary.own_ray:
+                _shutdown_ray(wait_s=5.0 if summary.exit_code is not None else None)
     return summary
 
 
+def _shutdown_ray(wait_s: float | None) -> None:
+    """Stop the Ray this run started. After a signal, wait at most ``wait_s``: a terminal's
+    Ctrl-C or a pod's SIGTERM may have hit Ray's own processes too, and a shutdown that
+    waits on a dead GCS must not keep the user waiting (the CLI then exits at once)."""
+    import threading
+
+    import ray
+
+    t = threading.Thread(target=ray.shutdown, name="albumforge-ray-shutdown", daemon=True)
+    t.start()
+    t.join(wait_s)
+
+
 def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list[Concept], rejected: list,
-              summary: RunSummary) -> None:
+              summary: RunSummary, interrupts: Interrupts) -> None:
     out, run_id = cfg.out, summary.run_id
     for r in rejected:
         log.error("skipping %s", r.error)
@@ -421,48 +438,45 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
     if not todo:
         return
     # 3. plan -> explode -> music -> image, streamed; manifests written per album
-    own_ray = _init_ray(cfg, summary.verbosity)
+    summary.own_ray = _init_ray(cfg, summary.verbosity)
+    interrupts.install()  # again: ray.init sets its own SIGTERM handler
     import ray
     from tqdm import tqdm
 
-    try:
-        summary.resources = ray.cluster_resources()
-        summary.sizes = sizes = pool_sizes(summary.resources, cfg)
-        log.info("actor pools: %s", sizes)
-        ds = build_dataset(cfg, todo, finished, sizes, run_id)
-        placement = PlacementWatch([StageAsk("MusicActor", sizes["music_gpus"], cfg.music.num_cpus),
-                                    StageAsk("ImageActor", sizes["image_gpus"], cfg.image.num_cpus)],
-                                   cfg.faults.placement_timeout_s)
-        bar = tqdm(total=len(todo), desc="albums", unit="album", disable=summary.verbosity == console.QUIET,
-                   dynamic_ncols=True)
-        with Interrupts() as interrupts, bar:
-            def on_row(row: dict) -> None:
-                aid = writer.add(row)
-                if aid is not None:
-                    _write_album(writer, aid, summary)
-                    bar.set_postfix(ok=summary.n_ok, failed=summary.n_failed, tracks=summary.n_tracks)
-                    bar.update(1)
-
-            stopped = drain(ds.iter_batches(batch_size=None, batch_format="numpy"), on_row,
-                            lambda: interrupts.reason or summary.fatal or placement())
-            if interrupts.signum is not None:
-                # what is finished is written or recorded (actors.records): a re-run resumes
-                summary.status, summary.error = mf.STATUS_INTERRUPTED, stopped
-                summary.exit_code = interrupts.exit_code
-                return
-            # albums the stream never completed: rows lost with a crashed block, or the run
-            # was stopped (a stage nothing can hold, a full disk): each a failed row, named
-            lost = (f"not finished: {stopped}" if stopped
-                    else "rows lost: an actor or block failed; re-run to retry")
-            if stopped:
-                summary.status, summary.error = mf.STATUS_FAILED, stopped
-                log.error("stopping the run: %s", stopped)
-            for aid in sorted(writer.pending):
-                _write_album(writer, aid, summary, lost=lost)
+    summary.resources = ray.cluster_resources()
+    summary.sizes = sizes = pool_sizes(summary.resources, cfg)
+    log.info("actor pools: %s", sizes)
+    ds = build_dataset(cfg, todo, finished, sizes, run_id)
+    placement = PlacementWatch([StageAsk("MusicActor", sizes["music_gpus"], cfg.music.num_cpus),
+                                StageAsk("ImageActor", sizes["image_gpus"], cfg.image.num_cpus)],
+                               cfg.faults.placement_timeout_s)
+    bar = tqdm(total=len(todo), desc="albums", unit="album", disable=summary.verbosity == console.QUIET,
+               dynamic_ncols=True)
+    with bar:
+        def on_row(row: dict) -> None:
+            aid = writer.add(row)
+            if aid is not None:
+                _write_album(writer, aid, summary)
+                bar.set_postfix(ok=summary.n_ok, failed=summary.n_failed, tracks=summary.n_tracks)
                 bar.update(1)
-    finally:
-        if own_ray:
-            ray.shutdown()
+
+        stopped = drain(ds.iter_batches(batch_size=None, batch_format="numpy"), on_row,
+                        lambda: interrupts.reason or summary.fatal or placement())
+        if interrupts.signum is not None:
+            # what is finished is written or recorded (actors.records): a re-run resumes
+            summary.status, summary.error = mf.STATUS_INTERRUPTED, stopped
+            summary.exit_code = interrupts.exit_code
+            return
+        # albums the stream never completed: rows lost with a crashed block, or the run
+        # was stopped (a stage nothing can hold, a full disk): each a failed row, named
+        lost = (f"not finished: {stopped}" if stopped
+                else "rows lost: an actor or block failed; re-run to retry")
+        if stopped:
+            summary.status, summary.error = mf.STATUS_FAILED, stopped
+            log.error("stopping the run: %s", stopped)
+        for aid in sorted(writer.pending):
+            _write_album(writer, aid, summary, lost=lost)
+            bar.update(1)
 
 
 def _write_album(writer: "AlbumWriter", aid: str, summary: RunSummary, lost: str | None = None) -> None:

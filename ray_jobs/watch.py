@@ -147,10 +147,15 @@ class Interrupts:
         print(f"\nalbumforge: {signal.Signals(signum).name}: stopping; finished work is kept "
               "(a second Ctrl-C quits at once)", file=sys.stderr, flush=True)
 
-    def __enter__(self) -> "Interrupts":
+    def install(self) -> None:
+        """Take SIGINT and SIGTERM (main thread only); the handlers found first are restored on exit."""
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
+                old = signal.signal(sig, self._handle)
+                self._old.setdefault(sig, old)
+
+    def __enter__(self) -> "Interrupts":
+        self.install()
         return self
 
     def __exit__(self, *exc) -> None:

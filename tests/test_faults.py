@@ -67,14 +67,24 @@ def _runs(out: Path) -> list[dict]:
     return sorted(mf.read_manifest(out, "runs").to_pylist(), key=lambda r: r["started_at"])
 
 
-def _media_identity(out: Path) -> dict[str, tuple[int, int]]:
-    """(inode, device) of every recorded finished item's media: regenerated files get new inodes
-    (they are written to a temp name and renamed); tagging rewrites in place."""
+def _media_identity(out: Path) -> dict[str, tuple[str, str]]:
+    """Per finished item's media file: (the record's maker, a hash of the decoded content).
+    A regenerated item gets a new record (another worker and time); tagging, which rewrites
+    the files on a copy (new inodes), changes neither the decoded audio nor the pixels."""
+    import hashlib
+
+    import soundfile as sf
+    from PIL import Image
+
     ids = {}
-    for rec in (out / "items").rglob("*.json"):
-        for rel in json.loads(rec.read_text())["paths"].split("|"):
-            st = (out / rel).stat()
-            ids[rel] = (st.st_ino, st.st_dev)
+    for rec_path in (out / "items").rglob("*.json"):
+        rec = json.loads(rec_path.read_text())
+        for rel in rec["paths"].split("|"):
+            if rel.endswith(".png"):
+                data = Image.open(out / rel).tobytes()
+            else:
+                data = sf.read(out / rel, dtype="float32")[0].tobytes()
+            ids[rel] = (rec["worker"], hashlib.sha256(data).hexdigest())
     return ids
 
 
