@@ -226,11 +226,10 @@ class ImageActor:
     def _write(self, batch, i, image, gen_s: float, note: str, score: float) -> None:
         t0 = time.perf_counter()
         rel = f"{media_dir(str(batch['album_id'][i]))}/{image_name(str(batch['kind'][i]), int(batch['item_no'][i]))}"
-        path = self.out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}")
-        image.save(tmp, format="PNG")
-        tmp.replace(path)
+        from actors.atomic import atomic_path  # (kept in this method: image.py is being edited in parallel)
+
+        with atomic_path(self.out / rel) as tmp:  # this writer's own temp name; WriteError names the path
+            image.save(tmp, format="PNG")
         batch["status"][i] = "ok"
         batch["error"][i] = ""
         batch["worker"][i] = json.dumps({**self.worker, "done": time.time()})
