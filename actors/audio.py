@@ -6,16 +6,21 @@
 - ``master``: DC and NaN clean-up, fades, loudness normalisation to an integrated LUFS
   target (ITU-R BS.1770-4 via pyloudnorm), and a look-ahead limiter that keeps the true
   peak (4x oversampled, scipy.signal.resample_poly) under a ceiling in dBTP.
-- ``write_audio``: soundfile/libsndfile encoders (OGG/Vorbis, MP3, FLAC, WAV); tags and
+- ``write_audio``: soundfile/libsndfile encoders (OGG/Vorbis, MP3, FLAC, WAV), fed in
+  blocks (any length, from any thread), each file written whole or not at all; tags and
   the cover are added later by ``actors.tags`` (the cover is drawn after the music).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from actors.atomic import atomic_path
 
 # soundfile (format, subtype) per file suffix
 FORMATS = {
@@ -27,6 +32,15 @@ FORMATS = {
 OVERSAMPLE = 4  # true-peak estimate: BS.1770-4 asks for at least 4x at 48 kHz
 LIMITER_WINDOW_S = 0.01  # look-ahead (and release) of the limiter's gain, each side of a peak
 BLOCK_S = 0.4  # BS.1770 gating block: shorter audio has no integrated loudness
+# Frames handed to the encoder per sf_writef call. libvorbis's _preextrapolate_helper
+# alloca()s ~4 bytes per buffered frame and channel on the calling thread's stack, and
+# libsndfile passes a whole write to it at once (libsndfile #1095, python-soundfile
+# #396/#426): one soundfile.write of a 32 kHz mono OGG segfaults from ~65 s on with an
+# 8 MiB stack. 16,384 frames (~64 KiB of stack) stays safe in a thread with a 128 KiB
+# stack (musl's default; macOS gives threads 512 KiB) and costs nothing in speed.
+BLOCK_FRAMES = 16_384
+SFE_SYSTEM = 2  # libsndfile's error code for a failed system call (errno words on the handle)
+_ERRNO_BY_TEXT = {os.strerror(code): code for code in errno.errorcode}
 
 
 # ---------------------------------------------------------------- stitching windows
@@ -153,23 +167,67 @@ def master(
 
 
 # ---------------------------------------------------------------- encoding
+def _libsndfile_cause(e: Exception, handle) -> Exception:
+    """An OSError carrying the system cause of a libsndfile "System error" (a full disk,
+    a file size limit), read from the still-open handle; any other error as it was.
+
+    soundfile only says "System error."; libsndfile keeps the words ("System error : No
+    space left on device.") on the handle, reached through soundfile's cffi binding."""
+    if not isinstance(e, sf.LibsndfileError) or e.code != SFE_SYSTEM or handle is None:
+        return e
+    try:
+        text = sf._ffi.string(sf._snd.sf_strerror(handle)).decode("utf-8", "replace")
+    except Exception:  # a soundfile without these internals: keep its own message
+        return e
+    words = text.split(":", 1)[-1].strip().rstrip(".")
+    code = _ERRNO_BY_TEXT.get(words)
+    return OSError(code, words) if code is not None else OSError(None, words or str(e))
+
+
+def _encode(tmp: Path, samples: np.ndarray, sample_rate: int, fmt: str, level: float | None) -> None:
+    """Encode ``samples`` (frames or frames x channels) into the file ``tmp`` in blocks of
+    BLOCK_FRAMES, so no encoder ever sees a long buffer in one call."""
+    major, subtype = FORMATS[fmt]
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    f = sf.SoundFile(tmp, "w", sample_rate, channels, subtype=subtype, format=major, compression_level=level)
+    try:
+        for start in range(0, len(samples), BLOCK_FRAMES):
+            f.write(samples[start : start + BLOCK_FRAMES])
+    except Exception as e:
+        cause = _libsndfile_cause(e, f._file)
+        try:
+            f.close()  # flushing after a failed write may fail again: the first cause is the one
+        except Exception:
+            pass
+        if cause is e:
+            raise
+        raise cause from e
+    try:
+        f.close()  # OGG, MP3 and FLAC write their last frames here: a full disk can show up now
+    except Exception as e:
+        raise _libsndfile_cause(e, None) from e
+
+
 def write_audio(
     samples: np.ndarray, sample_rate: int, stem: Path, formats: list[str], compression_level: float | None = None
 ) -> list[Path]:
-    """Write ``stem.<fmt>`` for every format (atomically: temp name, then rename).
+    """Write ``stem.<fmt>`` for every format, each whole or not at all: encoded in blocks
+    into a temp file of this writer's own (``actors.atomic``), then renamed.
 
     ``compression_level`` (0 best .. 1 smallest) applies to OGG, MP3 and FLAC; None keeps
-    libsndfile's default."""
-    paths = []
+    libsndfile's default. A file that cannot be written raises ``WriteError`` (an OSError)
+    naming it and the cause ("cannot write .../track-01.ogg: No space left on device"),
+    with no temp file left; files of earlier formats stay written."""
     for fmt in formats:
         if fmt not in FORMATS:
             raise ValueError(f"audio format {fmt!r} not supported (use one of {sorted(FORMATS)})")
-        major, subtype = FORMATS[fmt]
+    samples = np.ascontiguousarray(samples)
+    if samples.ndim not in (1, 2):
+        raise ValueError(f"audio samples must be frames or frames x channels, got shape {samples.shape}")
+    paths = []
+    for fmt in formats:
         path = Path(stem).with_suffix(f".{fmt}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}")
-        level = compression_level if fmt != "wav" else None
-        sf.write(tmp, samples, sample_rate, format=major, subtype=subtype, compression_level=level)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            _encode(tmp, samples, sample_rate, fmt, compression_level if fmt != "wav" else None)
         paths.append(path)
     return paths

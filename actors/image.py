@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from actors.atomic import WriteError, atomic_path
 from actors.engines import load_image
 from actors.faults import GuardedStage
 from actors.jobs import KIND_ART, KIND_COVER, media_dir, worker_info, writable
@@ -225,15 +226,11 @@ class ImageActor(GuardedStage):
     def _write(self, batch, i, image, gen_s: float, note: str, score: float) -> None:
         t0 = time.perf_counter()
         rel = f"{media_dir(str(batch['album_id'][i]))}/{image_name(str(batch['kind'][i]), int(batch['item_no'][i]))}"
-        path = self.out / rel
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # unique per writer
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            image.save(tmp, format="PNG")
-            tmp.replace(path)
-        except OSError as e:  # disk full, permissions, a folder in the way: only this image fails
-            tmp.unlink(missing_ok=True)
-            self._fail(batch, i, f"cannot write {rel}: {e.strerror or e}")
+            with atomic_path(self.out / rel) as tmp:  # this writer's own temp name, removed on error
+                image.save(tmp, format="PNG")
+        except WriteError as e:  # disk full, permissions, a folder in the way: only this image fails
+            self._fail(batch, i, str(e))
             return
         batch["status"][i] = "ok"
         batch["error"][i] = ""

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from actors.atomic import WriteError
 from actors.audio import crossfade, master, write_audio
 from actors.engines import load_music
 from actors.faults import GuardedStage
@@ -222,8 +223,8 @@ class MusicActor(GuardedStage):
         try:
             audio, lufs = master(audio, self.m.sample_rate, **self.master_kwargs)
             paths = write_audio(audio, self.m.sample_rate, stem, self.formats, self.compression_level)
-        except OSError as e:  # disk full, permissions: name the file and the cause
-            self._fail(batch, i, f"cannot write {stem.relative_to(self.out)}: {e.strerror or e}")
+        except WriteError as e:  # disk full, permissions: it names the file and the cause
+            self._fail(batch, i, str(e))
             return
         except Exception as e:
             self._fail(batch, i, f"mastering/encoding failed: {type(e).__name__}: {e}")

@@ -1,6 +1,11 @@
 """Mastering, window stitching, encoding and tags on synthetic signals (no model)."""
 
 import base64
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import mutagen
 import numpy as np
@@ -13,6 +18,7 @@ from mutagen.oggvorbis import OggVorbis
 from PIL import Image
 from scipy.signal import resample
 
+from actors.atomic import WriteError, atomic_path
 from actors.audio import crossfade, master, true_peak, write_audio
 from actors.tags import tag_album
 
@@ -146,3 +152,130 @@ def test_a_file_that_cannot_be_tagged_is_reported(album):
     assert len(errors) == 1 and errors[0].startswith(tracks[1]["paths"][0])
     assert "METADATA_BLOCK_PICTURE" not in OggVorbis(out / tracks[0]["paths"][0])  # no cover: none embedded
     assert OggVorbis(out / tracks[0]["paths"][0])["TITLE"] == ["Song 1"]
+
+
+# ---------------------------------------------------------------- whole-or-nothing writes
+def _tmp_files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".tmp-*"))
+
+
+def test_a_path_that_is_a_directory_fails_clearly_and_leaves_no_temp(tmp_path):
+    y = synthetic(1.0).astype(np.float32)
+    (tmp_path / "media" / "abc" / "track-01.ogg").mkdir(parents=True)
+    with pytest.raises(WriteError, match=r"cannot write .*media/abc/track-01\.ogg: Is a directory") as e:
+        write_audio(y, SR, tmp_path / "media" / "abc" / "track-01", ["ogg"])
+    assert isinstance(e.value, OSError) and e.value.errno == errno.EISDIR
+    assert e.value.path == tmp_path / "media" / "abc" / "track-01.ogg"
+    assert _tmp_files(tmp_path) == []
+
+
+def test_a_parent_that_is_a_file_fails_clearly(tmp_path):
+    (tmp_path / "media").write_text("not a directory")
+    with pytest.raises(WriteError, match=r"cannot write .*media/abc/track-01\.wav: .*Not a directory") as e:
+        write_audio(synthetic(0.5), SR, tmp_path / "media" / "abc" / "track-01", ["wav"])
+    assert e.value.errno == errno.ENOTDIR
+    (tmp_path / "media").unlink()
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "abc").write_text("a file where the album's folder goes")
+    with pytest.raises(WriteError, match=r"media/abc is not a directory") as e:
+        write_audio(synthetic(0.5), SR, tmp_path / "media" / "abc" / "track-01", ["wav"])
+    assert e.value.errno == errno.ENOTDIR and _tmp_files(tmp_path) == []
+
+
+def test_an_unknown_format_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="'aiff' not supported"):
+        write_audio(synthetic(0.5), SR, tmp_path / "t", ["wav", "aiff"])
+    assert list(tmp_path.iterdir()) == []  # checked before the first file, not after it
+
+
+FILE_LIMIT_SCRIPT = r"""
+import resource, signal, sys
+from pathlib import Path
+import numpy as np
+from actors.atomic import WriteError
+from actors.audio import write_audio
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, write() fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+fmt, stem = sys.argv[1], Path(sys.argv[2])
+x = (0.3 * np.random.default_rng(0).standard_normal(32000 * 30)).astype(np.float32)  # noise: 0.22-1.9 MB in any format, past the 100 kB limit
+try:
+    write_audio(x, 32000, stem, [fmt])
+except WriteError as e:
+    print(f"ERRNO {e.errno}")
+    print(f"MESSAGE {e}")
+else:
+    print("NO ERROR")
+"""
+
+
+@pytest.mark.parametrize("fmt", ["ogg", "mp3", "flac", "wav"])
+def test_an_encoder_failing_mid_write_names_the_cause_and_removes_its_temp(fmt, tmp_path):
+    """A file size limit makes libsndfile's own write() fail part-way, the way a full disk does."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", FILE_LIMIT_SCRIPT, fmt, str(tmp_path / "track-01")],
+                          cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"ERRNO {errno.EFBIG}" in proc.stdout, proc.stdout
+    assert f"MESSAGE cannot write {tmp_path / f'track-01.{fmt}'}: File too large" in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # no temp, and no partial file under the real name
+
+
+@pytest.fixture()
+def small_fs(tmp_path):
+    """A 1 MiB tmpfs: a real full disk. Skipped where mounting is not allowed (fails in CI)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        reason = f"cannot mount a tmpfs here: {proc.stderr.strip()}"
+        if os.environ.get("ALBUMFORGE_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason} (ALBUMFORGE_REQUIRE_SERVICES=1: CI must not skip this)")
+        pytest.skip(reason)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_names_the_path_and_the_cause(small_fs):
+    y = synthetic(30.0).astype(np.float32)  # 1.9 MB as 16-bit WAV: more than the disk holds
+    [ogg] = write_audio(y, SR, small_fs / "media" / "abc" / "track-01", ["ogg"])  # a small file still fits
+    with pytest.raises(WriteError, match=r"cannot write .*track-01\.wav: No space left on device") as e:
+        write_audio(y, SR, small_fs / "media" / "abc" / "track-01", ["ogg", "wav"])
+    assert e.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in (small_fs / "media" / "abc").iterdir()) == ["track-01.ogg"]  # temp gone
+    assert sf.info(ogg).frames == len(y)
+
+
+def test_temp_names_are_unique_per_writer_and_files_keep_the_umask(tmp_path):
+    target = tmp_path / "cover.png"
+    with atomic_path(target) as a, atomic_path(target) as b:  # two writers of one file at once
+        assert a != b and a.parent == b.parent == tmp_path
+        assert a.name.startswith(f".tmp-{os.getpid()}-") and a.name.endswith("-cover.png")
+        a.write_bytes(b"first")
+        b.write_bytes(b"second")
+    assert target.read_bytes() == b"first"  # the last to finish wins, whole
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_an_error_or_interrupt_inside_the_write_removes_the_temp(tmp_path):
+    target = tmp_path / "cover.png"
+    target.write_bytes(b"old")
+    with pytest.raises(WriteError, match=r"cannot write .*cover\.png: ValueError: bad pixels") as e:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise ValueError("bad pixels")
+    assert isinstance(e.value.cause, ValueError) and e.value.errno is None
+    with pytest.raises(KeyboardInterrupt):  # passes through unchanged, still cleaned up
+        with atomic_path(target) as tmp:
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"old" and _tmp_files(tmp_path) == []
+    # an image that PIL cannot encode (ImageActor._write's write)
+    with pytest.raises(WriteError, match="cover.png: .*cannot write mode") as e:
+        with atomic_path(target) as tmp:
+            Image.new("CMYK", (4, 4)).save(tmp, format="PNG")
+    assert target.read_bytes() == b"old" and _tmp_files(tmp_path) == []
