@@ -27,11 +27,11 @@ import faulthandler
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+from actors.atomic import atomic_path
 from actors.records import read_record, write_record
 
 JOURNAL_DIR = Path(".albumforge") / "journal"
@@ -100,14 +100,8 @@ class CrashJournal:
             return None
 
     def _save(self) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.state, f)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.state))
 
     @contextmanager
     def doing(self, keys: list[str]):
@@ -208,8 +202,8 @@ class GuardedStage:
         row = {c: batch[c][i] for c in batch}
         try:
             write_record(self.out, row, self.run_id)
-        except OSError as e:
-            self._fail(batch, i, f"cannot write the item record under {self.out}: {e.strerror or e}")
+        except OSError as e:  # a WriteError naming the record's path and the cause
+            self._fail(batch, i, f"item record: {e}")
 
     def _from_record(self, batch, i) -> bool:
         rec = read_record(self.out, str(batch["album_id"][i]), str(batch["kind"][i]), int(batch["item_no"][i]),

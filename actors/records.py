@@ -17,10 +17,9 @@ now (a re-rolled image draws a new seed: its old record no longer counts).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from actors.atomic import atomic_path
 from actors.jobs import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
 
 RECORDS_DIR = "items"
@@ -55,15 +54,8 @@ def write_record(out: Path, row: dict, run_id: str | None = None) -> Path:
     rec = {k: _plain(row[k]) for k in (*_IDENTITY, *RESULT_DEFAULTS) if k in row}
     rec["run_id"] = run_id
     path = record_path(out, str(row["album_id"]), str(row["kind"]), int(row["item_no"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(rec, f, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(rec, ensure_ascii=False))
     return path
 
 
