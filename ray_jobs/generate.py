@@ -372,6 +372,16 @@ def check_out(out: Path) -> None:
                        "choose another --out or fix its permissions") from None
 
 
+def sweep_temp_files(out: Path) -> int:
+    """Remove ``.tmp-*`` files under OUT's run folders (media, items, manifests, plans)."""
+    n = 0
+    for sub in ("media", "items", "manifests", "plans"):
+        for path in (out / sub).rglob(".tmp-*") if (out / sub).is_dir() else ():
+            path.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 FATAL_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # every later write would fail too
 
 
@@ -419,6 +429,9 @@ def _shutdown_ray(wait_s: float | None) -> None:
 def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list[Concept], rejected: list,
               summary: RunSummary, interrupts: Interrupts) -> None:
     out, run_id = cfg.out, summary.run_id
+    swept = sweep_temp_files(out)  # left by writers a killed run never let finish (we hold OUT now)
+    if swept:
+        log.info("removed %d temp files left by an interrupted run", swept)
     for r in rejected:
         log.error("skipping %s", r.error)
         write_failed_album(out, run_id, cfg, r.album_id, r.source, r.raw, r.error)
