@@ -63,12 +63,12 @@ def good_plan(n_tracks: int = 3, lyrics: bool = False, seconds: float = 4.0, tag
             "instruments": ["Rhodes piano", "analog pads", "upright bass", "brushed drums"],
             "tempo_min_bpm": 70, "tempo_max_bpm": 96,
             "production": "warm tape saturation, long plate reverb",
-            "cultural_elements": [], "instrumental": True,
+            "cultural_elements": [],
         },
         "cover_prompt": "a lit ferry crossing a dark harbour, long exposure, teal and amber, no text",
         "tracks": [
-            {"title": f"Pier {k}", "duration_s": seconds,
-             "music_prompt": f"ambient dub techno, {70 + 3 * k} bpm, Rhodes piano, upright bass, "
+            {"title": f"Pier {k}", "duration_s": seconds, "tempo_bpm": 70 + 3 * k,
+             "music_prompt": "ambient dub techno, Rhodes piano, upright bass, "
                              "nocturnal mood, tape warmth, instrumental, no vocals",
              "visual_prompt": f"harbour at night, pier {k}, sodium light, fog, teal and amber, film photo",
              "lyrics": f"lamps on the water / line {k}" if lyrics else None}

@@ -145,14 +145,31 @@ def test_schema_violation_then_good(server):
 
 
 def test_plan_rules_are_reasked(server):
-    """Track count and a tempo in every music prompt are checked beyond the schema."""
+    """Track count and a tempo per track hold for answers the server did not guide too
+    (json_object, text, a server that ignores the schema)."""
     short = good_plan(n_tracks=2)
+    del short["tracks"][0]["tempo_bpm"]
     short["tracks"][0]["music_prompt"] = "something nice and vague"
+    short["tracks"][1]["music_prompt"] = "dub, 120 bpm, bass"  # a tempo in the text counts too...
+    del short["tracks"][1]["tempo_bpm"]
     server.script.extend([reply_json(short), good()])
     plan, meta = director(server).plan("a1", CONCEPT, {})
     shown = server.bodies[1]["messages"][-1]["content"]
-    assert "2 tracks but exactly 3" in shown and "track 1 music_prompt gives no tempo" in shown
+    assert "2 tracks but exactly 3" in shown and "track 1 gives no tempo" in shown
+    assert "track 2" not in shown
     assert len(plan.tracks) == 3
+
+
+def test_tempo_bpm_is_written_into_the_music_prompt(server):
+    plan_ = good_plan()
+    plan_["tracks"][0]["music_prompt"] = "ambient dub techno, 200 bpm, Rhodes piano"  # ...but tempo_bpm wins
+    plan_["soundscape"]["instrumental"] = False  # not the model's to say
+    server.script.append(reply_json(plan_))
+    plan, meta = director(server).plan("a1", CONCEPT, {})
+    assert meta["attempts"] == 1 and plan.soundscape.instrumental is True
+    assert plan.tracks[0].music_prompt == "ambient dub techno, 73 bpm, Rhodes piano"
+    assert plan.tracks[1].music_prompt.startswith("ambient dub techno, 76 bpm, Rhodes piano, upright bass")
+    assert [t.tempo_bpm for t in plan.tracks] == [73, 76, 79]
 
 
 def test_durations_are_kept_near_the_asked_length(server):
