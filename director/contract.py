@@ -275,11 +275,17 @@ def _wire_schema(model: type[BaseModel], ask: Ask) -> dict:
 
 
 # ---------------------------------------------------------------- rules, read back
+def py_regex(pattern: str) -> re.Pattern:
+    """A JSON-schema (ECMA-262) pattern as a Python regex: a final ``$`` is the end of the
+    text (Python's ``$`` also matches before a final newline)."""
+    return re.compile(pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern)
+
+
 def _probe_lengths(pattern: str, limit: int = 100_000) -> tuple[int, int | None, bool]:
     """(min, max, blank ok) of the plain-text strings ``pattern`` accepts: the shortest
     run of letters it takes (up to 64), then the longest, found by doubling and bisecting
     (the lengths a pattern takes are assumed to be one range; ``None``: no maximum)."""
-    rx = re.compile(pattern)
+    rx = py_regex(pattern)
     ok = lambda n: rx.search("a" * n) is not None  # noqa: E731
     blank_ok = any(rx.search(s) for s in ("", " ", "  ", "\n"))
     lo = next((n for n in range(65) if ok(n)), None)

@@ -71,7 +71,7 @@ def good_plan(n_tracks: int = 3, lyrics: bool = False, seconds: float = 4.0, tag
              "music_prompt": "ambient dub techno, Rhodes piano, upright bass, "
                              "nocturnal mood, tape warmth, instrumental, no vocals",
              "visual_prompt": f"harbour at night, pier {k}, sodium light, fog, teal and amber, film photo",
-             "lyrics": f"lamps on the water / line {k}" if lyrics else None}
+             **({"lyrics": f"lamps on the water / line {k}"} if lyrics else {})}
             for k in range(1, n_tracks + 1)
         ],
     }
