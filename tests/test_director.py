@@ -558,3 +558,59 @@ def test_text_pattern_matches_exactly_the_strings_the_validator_keeps(lo, hi):
     for s in samples:
         keeps = s == s.strip() and lo <= len(s) and (hi is None or len(s) <= hi)
         assert bool(rx.search(s)) == keeps, (text_pattern(lo, hi), s)
+
+
+# ---------------------------------------------------------------- offline names
+HOSTILE_CONCEPTS = [
+    "a harbour at night, ferries and sodium lamps",
+    "the sum of all concepts for an album",
+    "After the concept of the album",
+    "<div class=\"concept\"><p>Album &amp; concept</p></div>",
+    "<script>alert('the album')</script><b>sum</b>",
+    "<img src=x onerror=alert(1)>&nbsp;&lt;&gt;&#169;&#x1F600;",
+    "🎵🎶🌊🔥 ✨",
+    "the",
+    "of",
+    "1234567890 42 2026",
+    "https://www.example.com/album?id=3 &quot;concept&quot;",
+    "<unclosed tag without end and the rest",
+    ("lighthouse keepers " * 120)[:2000],  # the longest concept a concepts file may hold
+    "<p>" + "storm " * 1000 + "</p>",
+    "x" * 5000,
+    "   \t\n  ",
+    "A nocturne for the sleeping city, told through rain on tin roofs",
+]
+
+
+@pytest.mark.parametrize("concept", HOSTILE_CONCEPTS, ids=lambda c: c[:24])
+def test_offline_titles_and_artists_say_something(concept):
+    import re
+
+    from director.offline import OfflineDirector
+
+    d = OfflineDirector(tracks_per_album=4, track_seconds=4.0)
+    stop = d.stop
+    forms = " ".join(d.vocab["title_forms"] + d.vocab["artist_forms"]).replace("{word}", " ").replace("{noun}", " ")
+    fixed = {w.lower() for w in re.findall(r"[A-Za-z&]+", forms)}  # the forms' own words: "of", "the", "&", ...
+    slot_words = {w.lower() for w in d.vocab["title_words"]}
+    for seed in range(6):
+        plan, _ = d.plan(f"album-{seed}", concept, {})
+        for name in (plan.title, plan.artist, *(t.title for t in plan.tracks)):
+            assert not re.search(r"[<>]|&\w+;|&#", name), name
+            words = name.split()
+            nouns = [w for w in words if w.lower() not in fixed and w.lower() not in slot_words]
+            assert nouns or any(w.lower() in slot_words for w in words), name
+            for w in nouns:  # the word taken from the concept
+                assert w.isalpha() and w.lower() not in stop, f"{name!r} from {concept[:60]!r}"
+            assert any(w.lower() not in stop and w.lower() not in fixed for w in words), name
+
+
+def test_offline_names_take_the_concepts_words():
+    from director.offline import OfflineDirector, name_words, plain_text
+
+    d = OfflineDirector()
+    assert name_words("<b>Lighthouse</b> keepers &amp; the sum of a concept album", d.stop) == ["Lighthouse", "Keepers"]
+    assert plain_text("<script>var album = 1;</script>Tides &nbsp;of<br/>glass") == "Tides of glass"
+    plan, _ = d.plan("a1", "lighthouse keepers", {})
+    assert "Lighthouse" in plan.title + plan.artist or "Keepers" in plan.title + plan.artist or any(
+        "Lighthouse" in t.title or "Keepers" in t.title for t in plan.tracks)
