@@ -56,7 +56,8 @@ class Ask:
     @property
     def duration_range(self) -> tuple[float, float]:
         """Seconds a track may last (the director clamps to it as well)."""
-        return round(0.5 * self.track_seconds, 3), round(min(900.0, 1.5 * self.track_seconds), 3)
+        hi = round(min(900.0, 1.5 * self.track_seconds), 3)
+        return min(round(0.5 * self.track_seconds, 3), hi), hi
 
 
 # ---------------------------------------------------------------- tempo

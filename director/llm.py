@@ -43,7 +43,7 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from director.cache import AnswerCache, cache_key
-from director.contract import finish_answer, problems
+from director.contract import Ask, finish_answer, problems
 from director.redact import env_secrets, scrub, scrub_tree
 from director.schema import AlbumPlan
 from director.steps import STEPS, PromptBuilder, Step
@@ -261,7 +261,7 @@ class LLMDirector:
     def _finish(self, plan: AlbumPlan) -> AlbumPlan:
         """Durations within 0.5..1.5x the asked length (GPU time is budgeted from it);
         lyrics dropped when not asked for; instrumental (MusicGen makes no vocals)."""
-        lo, hi = 0.5 * self.track_seconds, 1.5 * self.track_seconds
+        lo, hi = Ask(len(plan.tracks), self.lyrics, self.track_seconds).duration_range
         plan.soundscape.instrumental = True
         for t in plan.tracks:
             t.duration_s = float(min(max(t.duration_s, lo), hi))
