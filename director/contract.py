@@ -40,9 +40,10 @@ from typing import Callable, NamedTuple
 
 from pydantic import BaseModel
 
-from director.schema import MAX_BPM, MIN_BPM, AlbumPlan, Soundscape, TrackList, TrackPlan
+from director.schema import MAX_BPM, AlbumPlan, Soundscape, TrackList, TrackPlan
 
-BPM = re.compile(r"\b\d{2,3}\s*bpm\b", re.IGNORECASE)
+BPM = re.compile(r"\b\d{2,3}\s*bpm\b", re.IGNORECASE)  # a tempo written in a music prompt
+_TEMPO_TEXT = re.compile(r"(?:\b(?:at|around|about|approx\.?|~)\s*)?\b\d{2,3}\s*bpm\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def with_tempo(prompt: str, bpm: int) -> str:
     replacing any tempo the model wrote in it."""
     tag = f"{int(bpm)} bpm"
     parts = [p.strip() for p in str(prompt).split(",")]
-    parts = [p for p in (BPM.sub("", p).strip() for p in parts) if p]
+    parts = [p for p in (" ".join(_TEMPO_TEXT.sub(" ", p).split()) for p in parts) if p]
     parts.insert(min(1, len(parts)), tag)
     text = ", ".join(parts)
     if len(text) > MUSIC_PROMPT_MAX:  # only an answer that ignored the schema's length
@@ -170,7 +171,7 @@ STRICT_KEYWORDS = {"type", "properties", "required", "additionalProperties", "it
                    "description", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
                    "multipleOf", "minItems", "maxItems"}
 
-# (model, field): the fields the model never writes (the director does), always / when
+# (model, field) the model never writes: the director does (lyrics are not asked either when not wanted)
 _NOT_ASKED = {("Soundscape", "instrumental")}
 _DESCRIBE = {
     ("TrackPlan", "tempo_bpm"): "the track's tempo in bpm, inside the soundscape's tempo range",

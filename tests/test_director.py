@@ -614,3 +614,15 @@ def test_offline_names_take_the_concepts_words():
     plan, _ = d.plan("a1", "lighthouse keepers", {})
     assert "Lighthouse" in plan.title + plan.artist or "Keepers" in plan.title + plan.artist or any(
         "Lighthouse" in t.title or "Keepers" in t.title for t in plan.tracks)
+
+
+@pytest.mark.parametrize("prompt,bpm,expected", [
+    ("a", 30, "a, 30 bpm"),
+    ("ambient dub techno, Rhodes piano", 92, "ambient dub techno, 92 bpm, Rhodes piano"),
+    ("lofi hip hop at 85 BPM, piano", 70, "lofi hip hop, 70 bpm, piano"),
+    ("120 bpm", 90, "90 bpm"),
+])
+def test_with_tempo_writes_one_tempo(prompt, bpm, expected):
+    assert contract.with_tempo(prompt, bpm) == expected
+    assert contract.with_tempo(expected, bpm) == expected  # idempotent
+    assert len(contract.with_tempo("x," * 600, 240)) <= contract.MUSIC_PROMPT_MAX
