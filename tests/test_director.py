@@ -132,6 +132,15 @@ def test_invalid_json_then_good_is_reasked_with_the_error(server):
     assert "not valid JSON" in meta["errors"][0]
 
 
+def test_truncated_answer_is_reasked_asking_for_a_shorter_one(server):
+    whole = json.dumps(good_plan())
+    server.script.extend([reply(whole[: len(whole) // 2], finish_reason="length"), good()])
+    plan, meta = director(server).plan("a1", CONCEPT, {})
+    assert meta["attempts"] == 2 and len(plan.tracks) == 3
+    shown = server.bodies[1]["messages"][-1]["content"]
+    assert "cut off at the token limit: keep it shorter" in shown
+
+
 def test_schema_violation_then_good(server):
     bad = good_plan()
     bad["tracks"][1]["duration_s"] = -5
