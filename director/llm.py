@@ -8,13 +8,17 @@ One ``plan()`` call, in steps:
      rate, and a shared pause after a 429), retrying 429 / 5xx / timeouts / connection
      errors with exponential backoff and jitter, up to ``max_retries``
   3. parse the answer (plain JSON, JSON in a code fence, or JSON inside prose) into the
-     step's pydantic model and check the plan (track count, tempo in every music prompt,
-     instrumental, lyrics when asked); a bad answer is re-asked with the error shown, up
-     to ``max_attempts`` answers
+     step's pydantic model, write in what the director owns (each track's ``tempo_bpm``
+     into its music prompt as "N bpm", ``instrumental``) and run the plan checks
+     (``director.contract.CHECKS``: track count, a tempo per track, lyrics when asked);
+     a bad answer is re-asked with the error shown, up to ``max_attempts`` answers
   4. return the AlbumPlan and its accounting (model, prompts, raw answers, tokens,
      attempts, requests, cache hits, seconds)
 
-JSON is asked for with a JSON-schema ``response_format``; a server that rejects it (400
+JSON is asked for with a JSON-schema ``response_format`` in strict mode, the schema built
+per request by ``director.contract.wire_schema`` so that it states every rule a schema
+can state (a guided-decoding server answers a usable plan the first time; only the rules
+in ``director.contract.NOT_EXPRESSIBLE`` can still cost a re-ask); a server that rejects it (400
 or 422 naming the format) is asked with ``json_object``, then with plain instructions
 only, and the fallback is remembered per server and model for the life of the process.
 
@@ -39,14 +43,14 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from director.cache import AnswerCache, cache_key
+from director.contract import Ask, finish_answer, problems
 from director.redact import env_secrets, scrub, scrub_tree
-from director.schema import AlbumPlan, TrackList
+from director.schema import AlbumPlan
 from director.steps import STEPS, PromptBuilder, Step
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("json_schema", "json_object", "text")  # the auto fallback order
-_BPM = re.compile(r"\b\d{2,3}\s*bpm\b", re.IGNORECASE)
 _RETRY_STATUS = {408, 409, 429}
 _FATAL_STATUS = {401, 403, 404}  # no album can succeed: later plans fail without a request
 _server_formats: dict[tuple[str, str], str] = {}  # (server, model) -> format that works
@@ -256,8 +260,9 @@ class LLMDirector:
 
     def _finish(self, plan: AlbumPlan) -> AlbumPlan:
         """Durations within 0.5..1.5x the asked length (GPU time is budgeted from it);
-        lyrics dropped when not asked for."""
-        lo, hi = 0.5 * self.track_seconds, 1.5 * self.track_seconds
+        lyrics dropped when not asked for; instrumental (MusicGen makes no vocals)."""
+        lo, hi = Ask(len(plan.tracks), self.lyrics, self.track_seconds).duration_range
+        plan.soundscape.instrumental = True
         for t in plan.tracks:
             t.duration_s = float(min(max(t.duration_s, lo), hi))
             if not self.lyrics:
@@ -268,7 +273,8 @@ class LLMDirector:
     def _ask(self, conv: list[dict], model: type[BaseModel], step: Step | None, variables: dict, run: _Run):
         conv = list(conv)
         name = model.__name__
-        schema = self.prompts.schemas[step.name if step else "refine"]
+        schema = self.prompts.schema(variables, step)
+        ask = self.prompts.ask(variables)
         keys, error = [], ""
         for attempt in range(1, self.max_attempts + 1):
             answer, key = self._answer(conv, name, schema, run)
@@ -277,10 +283,10 @@ class LLMDirector:
             run.answers.append(text)
             run.transcript.append({"role": "assistant", "content": text})
             try:
-                obj = model.model_validate(extract_json(text, model))
-                problems = self._problems(obj, variables)
-                if problems:
-                    raise AnswerError("; ".join(problems))
+                obj = finish_answer(model.model_validate(extract_json(text, model)))
+                found = problems(obj, ask)
+                if found:
+                    raise AnswerError("; ".join(found))
                 return obj, text
             except ValidationError as e:
                 error = f"the JSON does not match the {name} schema: {describe_validation(e)}"
@@ -297,23 +303,6 @@ class LLMDirector:
             for key in keys:
                 self.cache.drop(key)
         raise DirectorError(f"no valid {name} in {self.max_attempts} answers from {self.model}: {error}"[:1500])
-
-    def _problems(self, obj: BaseModel, variables: dict) -> list[str]:
-        """Plan rules a schema cannot say (each a sentence the model can act on)."""
-        if not isinstance(obj, (AlbumPlan, TrackList)):
-            return []
-        problems = []
-        n = variables["track_count"]
-        if len(obj.tracks) != n:
-            problems.append(f"there are {len(obj.tracks)} tracks but exactly {n} were asked for")
-        for k, t in enumerate(obj.tracks, 1):
-            if not _BPM.search(t.music_prompt):
-                problems.append(f"track {k} music_prompt gives no tempo written as 'N bpm'")
-            if self.lyrics and not (t.lyrics or "").strip():
-                problems.append(f"track {k} has no lyrics")
-        if isinstance(obj, AlbumPlan) and not obj.soundscape.instrumental:
-            problems.append("soundscape.instrumental must be true (the music has no vocals)")
-        return problems
 
     # 3. one answer: from the cache, else from the server -----------------------
     def _answer(self, conv: list[dict], name: str, schema: dict, run: _Run) -> tuple[dict, str]:

@@ -2,6 +2,11 @@
 
 Deterministic for a given album_id (its RNG is seeded from it). Word banks live in
 ``prompts/offline/vocab.yaml`` and the prompt shapes in ``prompts/offline/*.j2``.
+
+Titles and artists take words of the concept, never one that says nothing (the
+``stop_words`` of vocab.yaml: function words, "concept", "album", markup) and never
+markup (tags, script blocks, entities and URLs are removed first). The templates get
+the concept as that plain text, cut to 300 characters.
 """
 
 from __future__ import annotations
@@ -17,9 +22,33 @@ from director.templates import PROMPTS_DIR, environment, render
 
 _PALETTES = ["amber and teal", "indigo and gold", "pastel pink and mint", "charcoal and neon red",
              "sepia", "emerald and ivory", "cobalt and silver", "rust and cream"]
-_STOP = {"the", "a", "an", "of", "and", "in", "on", "at", "to", "for", "with", "from", "by", "is", "my", "our",
-         "under", "over", "through", "where", "when", "while", "told", "last", "down", "into", "its", "their",
-         "this", "that", "about", "after", "before", "slows", "time", "fall", "rise", "across", "between"}
+_CODE = re.compile(r"<(script|style)\b.*?(</\1\s*>|$)", re.IGNORECASE | re.DOTALL)  # with what they hold
+_TAG = re.compile(r"</?[A-Za-z!][^<>]*>|</?[A-Za-z!]\S*")  # a tag; an unclosed one to the next space
+_ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[A-Za-z]+);?")
+_URL = re.compile(r"\b(?:https?://|www\.)\S*", re.IGNORECASE)
+
+
+def plain_text(text: str) -> str:
+    """The concept without markup: no script/style blocks, tags, entities or URLs."""
+    for rx in (_CODE, _TAG, _ENTITY, _URL):
+        text = rx.sub(" ", text)
+    return " ".join(text.split())
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, at a word boundary when there is one."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[limit // 2:] else cut).rstrip(" ,;:")
+
+
+def name_words(text: str, stop: set[str]) -> list[str]:
+    """Words of a concept fit to name a title or an artist: letters only, 3 to 24 of them,
+    none that says nothing (``stop``: function words, generic words, markup), in order,
+    once each."""
+    words = re.findall(r"(?<![A-Za-z])[A-Za-z]{3,24}(?![A-Za-z])", plain_text(text))
+    return list(dict.fromkeys(w.capitalize() for w in words if w.lower() not in stop))
 
 
 class OfflineDirector:
@@ -29,6 +58,7 @@ class OfflineDirector:
     def __init__(self, prompts_dir=None, tracks_per_album: int = 8, track_seconds: float = 30.0, lyrics: bool = False):
         self.env = environment(prompts_dir)
         self.vocab = yaml.safe_load((PROMPTS_DIR / "offline" / "vocab.yaml").read_text())
+        self.stop = {str(w).lower() for w in self.vocab["stop_words"]}
         self.tracks_per_album = tracks_per_album
         self.track_seconds = track_seconds
         self.lyrics = lyrics
@@ -49,7 +79,9 @@ class OfflineDirector:
         genres = list(dict.fromkeys([*([str(inputs["genre"])] if inputs.get("genre") else []), *fam["genres"]]))[:3]
         instruments = rng.sample(fam["instruments"], k=min(4, len(fam["instruments"])))
         lo, hi = fam["tempo"]
-        nouns = [w.capitalize() for w in re.findall(r"[A-Za-z]{3,}", concept) if w.lower() not in _STOP] or ["Sound"]
+        nouns = name_words(concept, self.stop) or [rng.choice(v["fallback_nouns"])]
+        # the prompts quote the concept as plain text, short enough for every field's limit
+        about = clip(plain_text(concept) or " ".join(concept.split()), 300)
         n_tracks = int(inputs.get("track_count") or self.tracks_per_album)
         style = rng.choice(v["visual_styles"])
 
@@ -60,16 +92,18 @@ class OfflineDirector:
         for k in range(n_tracks):
             theme = rng.choice(nouns).lower()
             track_mood = rng.choice([mood, *v["moods"]])
+            bpm = rng.randint(lo, hi)
             tracks.append(
                 dict(
                     title=name(v["title_forms"]),
+                    tempo_bpm=bpm,
                     music_prompt=render(
                         self.env, "offline/music_prompt.j2", mood=track_mood, genre=genres[k % len(genres)],
-                        bpm=rng.randint(lo, hi), instruments=rng.sample(instruments, k=min(3, len(instruments))),
+                        bpm=bpm, instruments=rng.sample(instruments, k=min(3, len(instruments))),
                         production=fam["production"], theme=theme,
                     ),
                     visual_prompt=render(
-                        self.env, "offline/visual_prompt.j2", style=style, scene=f"{theme}, {concept[:120]}",
+                        self.env, "offline/visual_prompt.j2", style=style, scene=f"{theme}, {clip(about, 120)}",
                         mood=track_mood, palette=rng.choice(_PALETTES),
                     ),
                     duration_s=float(self.track_seconds),
@@ -78,7 +112,7 @@ class OfflineDirector:
             )
         title = str(inputs.get("title") or name(v["title_forms"]))
         artist = str(inputs.get("artist") or name(v["artist_forms"]))
-        variables = dict(concept=concept, inputs=inputs, title=title, artist=artist, tracks=tracks,
+        variables = dict(concept=about, inputs=inputs, title=title, artist=artist, tracks=tracks,
                          genres=genres, instruments=instruments, tempo_min=lo, tempo_max=hi, mood=mood, style=style)
         plan = AlbumPlan.model_validate(
             dict(

@@ -6,7 +6,9 @@ overrides any of them file by file):
   analyse.j2 -> soundscape.j2 -> tracks.j2 -> album.j2 -> refine.j2
 
 plus ``system.j2`` (the system message), ``answer_format.j2`` (the JSON shape to answer)
-and ``reask.j2`` (what follows an answer that failed validation).
+and ``reask.j2`` (what follows an answer that failed validation). The JSON schema of each
+request is built per row by ``director.contract.wire_schema`` (exact track count, lyrics
+when asked, tempo as ``tempo_bpm``, ...).
 
 Two ways to ask (``plan.steps``):
   single  one request per album: the five steps rendered in order into one message, the
@@ -26,7 +28,6 @@ Variables every template gets (see ``PromptBuilder.variables``):
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from pathlib import Path
 import jinja2
 from pydantic import BaseModel
 
+from director.contract import Ask, wire_schema
 from director.schema import AlbumFrame, AlbumPlan, ConceptAnalysis, Soundscape, TrackList
 from director.templates import TemplateVarError, environment
 
@@ -58,40 +60,6 @@ STEPS: tuple[Step, ...] = (
 SYSTEM, ANSWER_FORMAT, REASK = "system.j2", "answer_format.j2", "reask.j2"
 ALL_TEMPLATES = (SYSTEM, *(s.template for s in STEPS), ANSWER_FORMAT, REASK)
 GUARANTEED = ("concept", "inputs", "track_count", "track_seconds", "lyrics", "mode", "step")
-
-# JSON-schema keywords that strict structured-output servers reject; pydantic checks them
-_DROP = {"title", "default", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum",
-         "exclusiveMaximum", "minItems", "maxItems", "pattern", "format"}
-
-
-def answer_schema(model: type[BaseModel]) -> dict:
-    """The model's JSON schema in the strict subset: refs inlined, every property
-    required, no extra properties, no numeric/length bounds (pydantic checks those)."""
-    root = model.model_json_schema()
-    defs = root.pop("$defs", {})
-
-    def walk(node):
-        if isinstance(node, list):
-            return [walk(x) for x in node]
-        if not isinstance(node, dict):
-            return node
-        if "$ref" in node:
-            return walk(copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]]))
-        out = {}
-        for key, value in node.items():
-            if key in _DROP:
-                continue
-            if key == "properties":
-                out[key] = {name: walk(sub) for name, sub in value.items()}
-            else:
-                out[key] = walk(value)
-        if out.get("type") == "object":
-            out["required"] = list(out.get("properties", {}))
-            out["additionalProperties"] = False
-        return out
-
-    return walk(root)
-
 
 def track_count_of(inputs: dict, default: int) -> int:
     """The row's ``track_count`` input when given (1..30), else the configured default."""
@@ -122,7 +90,14 @@ class PromptBuilder:
         self.tracks_per_album = tracks_per_album
         self.track_seconds = track_seconds
         self.lyrics = lyrics
-        self.schemas = {s.name: answer_schema(s.answer) for s in STEPS}
+
+    def ask(self, variables: dict) -> Ask:
+        """What a row's requests ask beyond the step models (it shapes their schemas)."""
+        return Ask(int(variables["track_count"]), bool(self.lyrics), float(self.track_seconds))
+
+    def schema(self, variables: dict, step: Step | None) -> dict:
+        """The JSON schema sent with a request for ``step`` (None: the single-mode AlbumPlan)."""
+        return wire_schema(step.answer if step else AlbumPlan, self.ask(variables))
 
     def variables(self, concept: str, inputs: dict) -> dict:
         top = {k: v for k, v in inputs.items() if isinstance(k, str) and k.isidentifier()}
@@ -148,7 +123,7 @@ class PromptBuilder:
 
     def answer_format(self, variables: dict, step: Step | None) -> str:
         model = step.answer if step else AlbumPlan
-        schema = self.schemas[step.name] if step else self.schemas["refine"]
+        schema = self.schema(variables, step)
         return self.render(ANSWER_FORMAT, variables, schema=json.dumps(schema, separators=(",", ":")),
                            answer_name=model.__name__)
 

@@ -10,6 +10,13 @@ answer for whatever the request asks, see ``good_answer``).
 
 Actions: ``reply(text)``, ``reply_json(obj)``, ``status(code, ...)``, ``hang(seconds)``,
 ``good()``, or any callable(body) returning one of those.
+
+``ScriptedOpenAI(default=minimal_answer)`` is a guided-decoding server at its most
+literal: every answer is the *minimal* JSON that the request's schema allows
+(``minimal_instance``: the first enum value, ``false``, the lowest number, the fewest
+items, the shortest strings), and the same answer again when re-asked. A director whose
+schema states its rules plans every album on the first answer; one whose validator asks
+for more than the schema says fails every album.
 """
 
 from __future__ import annotations
@@ -56,15 +63,15 @@ def good_plan(n_tracks: int = 3, lyrics: bool = False, seconds: float = 4.0, tag
             "instruments": ["Rhodes piano", "analog pads", "upright bass", "brushed drums"],
             "tempo_min_bpm": 70, "tempo_max_bpm": 96,
             "production": "warm tape saturation, long plate reverb",
-            "cultural_elements": [], "instrumental": True,
+            "cultural_elements": [],
         },
         "cover_prompt": "a lit ferry crossing a dark harbour, long exposure, teal and amber, no text",
         "tracks": [
-            {"title": f"Pier {k}", "duration_s": seconds,
-             "music_prompt": f"ambient dub techno, {70 + 3 * k} bpm, Rhodes piano, upright bass, "
+            {"title": f"Pier {k}", "duration_s": seconds, "tempo_bpm": 70 + 3 * k,
+             "music_prompt": "ambient dub techno, Rhodes piano, upright bass, "
                              "nocturnal mood, tape warmth, instrumental, no vocals",
              "visual_prompt": f"harbour at night, pier {k}, sodium light, fog, teal and amber, film photo",
-             "lyrics": f"lamps on the water / line {k}" if lyrics else None}
+             **({"lyrics": f"lamps on the water / line {k}"} if lyrics else {})}
             for k in range(1, n_tracks + 1)
         ],
     }
@@ -100,6 +107,102 @@ def asked_for(body: dict) -> tuple[str, int, bool]:
 def good_answer(body: dict) -> dict:
     name, n, lyrics = asked_for(body)
     return reply_json(good_step(name, n, lyrics))
+
+
+# ---------------------------------------------------------------- minimal answers
+_SHORT_STRINGS = ("", *("a" * k for k in range(1, 9)), *("0" * k for k in range(1, 9)),
+                  *("a0" * k for k in range(1, 5)), " ", "a a", "0 a")
+
+
+def _shortest_string(node: dict) -> str:
+    lo, hi = int(node.get("minLength", 0)), node.get("maxLength")
+    pattern = node.get("pattern")
+    if "format" in node:
+        raise ValueError(f"minimal_instance: string format {node['format']!r} is not supported")
+    cands = sorted({*_SHORT_STRINGS, "a" * lo, "0" * lo}, key=lambda c: (len(c), c != "a" * len(c)))
+    for cand in cands:
+        if len(cand) < lo or (hi is not None and len(cand) > int(hi)):
+            continue
+        if pattern is not None and re.search(pattern, cand) is None:  # JSON Schema: unanchored
+            continue
+        return cand
+    raise ValueError(f"minimal_instance: no short string meets {node}")
+
+
+def _lowest_number(node: dict, integer: bool):
+    if "multipleOf" in node:
+        raise ValueError("minimal_instance: multipleOf is not supported")
+    hi = node.get("maximum", node.get("exclusiveMaximum"))
+    if "minimum" in node:
+        value = node["minimum"]
+    elif "exclusiveMinimum" in node:
+        ex = node["exclusiveMinimum"]
+        step = 1 if integer or hi is None else min(1, (hi - ex) / 2)
+        value = (int(ex) + 1) if integer else ex + step
+    else:
+        value = 0 if hi is None or hi > 0 else hi - (0 if "maximum" in node else 1)
+    return int(value) if integer else value
+
+
+def minimal_instance(node: dict):
+    """The smallest JSON value that ``node`` (a JSON schema, refs inlined) allows: null where
+    allowed, the first enum value, ``false``, the lowest number, the fewest items, the
+    shortest string meeting minLength/maxLength/pattern, only the required properties."""
+    if "const" in node:
+        return node["const"]
+    if "enum" in node:
+        return node["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if key in node:
+            branches = node[key]
+            nulls = [b for b in branches if b.get("type") == "null"]
+            return minimal_instance(nulls[0] if nulls else branches[0])
+    kind = node.get("type")
+    if isinstance(kind, list):
+        kind = "null" if "null" in kind else kind[0]
+    if kind == "null":
+        return None
+    if kind == "boolean":
+        return False
+    if kind in ("integer", "number"):
+        return _lowest_number(node, kind == "integer")
+    if kind == "string":
+        return _shortest_string(node)
+    if kind == "array":
+        return [minimal_instance(node.get("items", {})) for _ in range(int(node.get("minItems", 0)))]
+    if kind == "object" or "properties" in node:
+        props = node.get("properties", {})
+        return {name: minimal_instance(props[name]) for name in node.get("required", []) if name in props}
+    raise ValueError(f"minimal_instance: cannot make a value for {node}")
+
+
+def request_schema(body: dict) -> dict | None:
+    """The JSON schema a request asks for: its response_format, else the schema written in
+    the last user message (json_object and plain-text requests carry it there)."""
+    rf = body.get("response_format") or {}
+    schema = (rf.get("json_schema") or {}).get("schema")
+    if schema is not None:
+        return schema
+    last = str(body.get("messages", [{}])[-1].get("content") or "")
+    for msg in reversed(body.get("messages", [])):
+        if msg.get("role") == "user" and "JSON schema:" in str(msg.get("content")):
+            last = str(msg["content"])
+            break
+    if "JSON schema:" not in last:
+        return None
+    try:
+        schema, _ = json.JSONDecoder().raw_decode(last.split("JSON schema:", 1)[1].lstrip())
+        return schema
+    except json.JSONDecodeError:
+        return None
+
+
+def minimal_answer(body: dict) -> dict:
+    """The minimal schema-conformant answer to a request (``status(400)`` when it has no schema)."""
+    schema = request_schema(body)
+    if schema is None:
+        return status(400, "minimal server: the request carries no JSON schema")
+    return reply_json(minimal_instance(schema))
 
 
 # ---------------------------------------------------------------- the server

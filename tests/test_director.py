@@ -132,6 +132,15 @@ def test_invalid_json_then_good_is_reasked_with_the_error(server):
     assert "not valid JSON" in meta["errors"][0]
 
 
+def test_truncated_answer_is_reasked_asking_for_a_shorter_one(server):
+    whole = json.dumps(good_plan())
+    server.script.extend([reply(whole[: len(whole) // 2], finish_reason="length"), good()])
+    plan, meta = director(server).plan("a1", CONCEPT, {})
+    assert meta["attempts"] == 2 and len(plan.tracks) == 3
+    shown = server.bodies[1]["messages"][-1]["content"]
+    assert "cut off at the token limit: keep it shorter" in shown
+
+
 def test_schema_violation_then_good(server):
     bad = good_plan()
     bad["tracks"][1]["duration_s"] = -5
@@ -145,14 +154,31 @@ def test_schema_violation_then_good(server):
 
 
 def test_plan_rules_are_reasked(server):
-    """Track count and a tempo in every music prompt are checked beyond the schema."""
+    """Track count and a tempo per track hold for answers the server did not guide too
+    (json_object, text, a server that ignores the schema)."""
     short = good_plan(n_tracks=2)
+    del short["tracks"][0]["tempo_bpm"]
     short["tracks"][0]["music_prompt"] = "something nice and vague"
+    short["tracks"][1]["music_prompt"] = "dub, 120 bpm, bass"  # a tempo in the text counts too...
+    del short["tracks"][1]["tempo_bpm"]
     server.script.extend([reply_json(short), good()])
     plan, meta = director(server).plan("a1", CONCEPT, {})
     shown = server.bodies[1]["messages"][-1]["content"]
-    assert "2 tracks but exactly 3" in shown and "track 1 music_prompt gives no tempo" in shown
+    assert "2 tracks but exactly 3" in shown and "track 1 gives no tempo" in shown
+    assert "track 2" not in shown
     assert len(plan.tracks) == 3
+
+
+def test_tempo_bpm_is_written_into_the_music_prompt(server):
+    plan_ = good_plan()
+    plan_["tracks"][0]["music_prompt"] = "ambient dub techno, 200 bpm, Rhodes piano"  # ...but tempo_bpm wins
+    plan_["soundscape"]["instrumental"] = False  # not the model's to say
+    server.script.append(reply_json(plan_))
+    plan, meta = director(server).plan("a1", CONCEPT, {})
+    assert meta["attempts"] == 1 and plan.soundscape.instrumental is True
+    assert plan.tracks[0].music_prompt == "ambient dub techno, 73 bpm, Rhodes piano"
+    assert plan.tracks[1].music_prompt.startswith("ambient dub techno, 76 bpm, Rhodes piano, upright bass")
+    assert [t.tempo_bpm for t in plan.tracks] == [73, 76, 79]
 
 
 def test_durations_are_kept_near_the_asked_length(server):
@@ -381,3 +407,231 @@ def test_other_400s_fail_the_album_without_downgrading(server):
         director(server).plan("a1", CONCEPT, {})
     director(server).plan("a2", CONCEPT, {})
     assert [b["response_format"]["type"] for b in server.bodies] == ["json_schema", "json_schema"]
+
+
+# ---------------------------------------------------------------- the schema is the contract
+from jsonschema import Draft202012Validator  # noqa: E402
+from openai_server import minimal_answer, minimal_instance  # noqa: E402
+from pydantic import BaseModel, Field, field_validator  # noqa: E402
+
+from director import contract  # noqa: E402
+from director.contract import NOT_EXPRESSIBLE, STRICT_KEYWORDS, Ask, text_pattern, unstated, wire_schema  # noqa: E402
+from director.schema import TrackList  # noqa: E402
+from director.steps import STEPS  # noqa: E402
+
+STEP_MODELS = {s.name: s.answer for s in STEPS}
+ASKS = [Ask(3, False, 4.0), Ask(3, True, 4.0), Ask(1, True, 30.0), Ask(30, False, 600.0)]
+
+
+@pytest.mark.parametrize("steps", ["single", "chain"])
+@pytest.mark.parametrize("lyrics", [False, True])
+@pytest.mark.parametrize("inputs", [{}, {"track_count": "1"}, {"track_count": "5"}])
+def test_minimal_answers_plan_every_album_on_the_first_answer(steps, lyrics, inputs):
+    """A guided-decoding server at its most literal (the minimal JSON each schema allows,
+    the same again when re-asked): every step is answered once, no re-ask."""
+    with ScriptedOpenAI(default=minimal_answer) as srv:
+        d = director(srv, steps=steps, lyrics=lyrics, max_attempts=2)
+        for k in range(2):
+            plan, meta = d.plan(f"a{k}", f"{CONCEPT} {k}", inputs)
+            n_steps = 1 if steps == "single" else len(STEPS)
+            assert meta["attempts"] == meta["requests"] == n_steps, meta["errors"]
+            assert meta["errors"] == []
+            assert len(plan.tracks) == int(inputs.get("track_count", 3))
+            assert all((t.lyrics is not None) == lyrics for t in plan.tracks)
+            assert all(t.music_prompt == f"a, {t.tempo_bpm} bpm" for t in plan.tracks)  # the tempo, composed
+            assert plan.soundscape.instrumental is True
+        for body in srv.bodies:
+            rf = body["response_format"]
+            assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
+
+
+def test_minimal_answers_when_the_server_refuses_json_schema():
+    """Falling back to json_object: the schema still travels in the prompt, and the same
+    minimal answers still plan on the first answer."""
+    with ScriptedOpenAI(default=minimal_answer, reject_json_schema=True) as srv:
+        plan, meta = director(srv, lyrics=True).plan("a1", CONCEPT, {})
+        assert meta["attempts"] == 1 and meta["response_format"] == ["json_object"]
+        assert [(b.get("response_format") or {}).get("type") for b in srv.bodies] == ["json_schema", "json_object"]
+
+
+@pytest.mark.parametrize("step", [s.name for s in STEPS])
+@pytest.mark.parametrize("ask", ASKS, ids=lambda a: f"{a.track_count}tracks-lyrics{a.lyrics}-{a.track_seconds:g}s")
+def test_every_validator_rule_is_in_the_schema_or_listed(step, ask):
+    """Snapshot of the contract, per step: every rule the validator holds (pydantic field
+    rules, validator functions, plan checks) is stated by the schema sent, or listed in
+    NOT_EXPRESSIBLE. A rule added without either fails here."""
+    assert unstated(STEP_MODELS[step], ask) == []
+
+
+def test_not_expressible_list_is_not_stale():
+    ask = Ask(3, True, 4.0)
+    rules = {name for m in STEP_MODELS.values() for name in contract.validator_rules(m)}
+    for entry in NOT_EXPRESSIBLE:
+        assert entry.name in rules, f"{entry.name} is listed as not expressible but no validator holds it"
+        assert entry.why
+    # the one cross-field rule is what still costs a re-ask
+    assert [n.name for n in NOT_EXPRESSIBLE] == ["Soundscape._tempo_range"]
+    assert contract.validator_rules(STEP_MODELS["soundscape"]).keys() >= {"Soundscape._tempo_range"}
+    assert unstated(STEP_MODELS["refine"], ask) == []
+
+
+def test_the_contract_check_fails_for_a_rule_without_its_schema_counterpart(monkeypatch):
+    ask = Ask(3, False, 4.0)
+
+    class Stricter(TrackList):  # a validator function: no schema states it
+        @field_validator("tracks")
+        @classmethod
+        def _no_repeated_titles(cls, v):
+            return v
+
+    class Longer(BaseModel):  # a field rule the schema keeps: stated
+        model_config = TrackList.model_config
+        word: str = Field(min_length=2, max_length=9)
+        count: int = Field(ge=1, le=4)
+
+    assert unstated(Stricter, ask) == ["Stricter._no_repeated_titles"]
+    assert unstated(Longer, ask) == []
+    # a plan check with no schema statement
+    extra = contract.Check("even_tracks", (TrackList,), lambda obj, a: [], None)
+    monkeypatch.setattr(contract, "CHECKS", (*contract.CHECKS, extra))
+    assert unstated(TrackList, ask) == ["check.even_tracks"]
+    # a check whose statement the schema no longer makes (track count not pinned)
+    monkeypatch.setattr(contract, "CHECKS", tuple(c._replace(stated=lambda rules, a: False)
+                                                  if c.name == "track_count" else c for c in contract.CHECKS))
+    assert unstated(TrackList, ask) == ["check.even_tracks", "check.track_count"]
+
+
+def _walk(node, path="$"):
+    yield path, node
+    for name, sub in node.get("properties", {}).items():
+        yield from _walk(sub, f"{path}.{name}")
+    if "items" in node:
+        yield from _walk(node["items"], f"{path}[]")
+    for k, sub in enumerate(node.get("anyOf", [])):
+        yield from _walk(sub, f"{path}|{k}")
+
+
+@pytest.mark.parametrize("step", [s.name for s in STEPS])
+@pytest.mark.parametrize("ask", ASKS[:3], ids=lambda a: f"{a.track_count}tracks-lyrics{a.lyrics}")
+def test_wire_schema_meets_strict_mode_and_takes_minimal_and_good_answers(step, ask):
+    schema = wire_schema(STEP_MODELS[step], ask)
+    assert schema["type"] == "object"
+    for path, node in _walk(schema):
+        assert set(node) <= STRICT_KEYWORDS, (path, set(node) - STRICT_KEYWORDS)
+        if node.get("type") == "object":
+            assert node["additionalProperties"] is False, path
+            assert node["required"] == list(node["properties"]), path
+        if node.get("type") == "boolean" or "const" in node or len(node.get("enum", [None, None])) < 2:
+            raise AssertionError(f"{path}: a field with one valid value (or a yes/no) is asked: {node}")
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    minimal = minimal_instance(schema)
+    validator.validate(minimal)
+    STEP_MODELS[step].model_validate(minimal)
+    # a full good answer fits too (the schema is not stricter than a good model writes)
+    good_answer = json.loads(minimal_answer({"response_format": {"json_schema": {"schema": schema}}})["content"])
+    assert good_answer == minimal
+    from openai_server import good_step
+
+    good_ = good_step(STEP_MODELS[step].__name__, ask.track_count, ask.lyrics, ask.track_seconds)
+    validator.validate(good_)
+    # and the rules it states are real: breaking one is refused
+    if "tracks" in schema["properties"]:
+        assert not validator.is_valid({**minimal, "tracks": minimal["tracks"] * 2})
+        track = minimal["tracks"][0]
+        assert not validator.is_valid({**minimal, "tracks": [{**track, "tempo_bpm": 20}] * ask.track_count})
+        assert not validator.is_valid({**minimal, "tracks": [{**track, "title": " padded "}] * ask.track_count})
+        assert ("lyrics" in track) == ask.lyrics
+
+
+def test_optional_fields_are_nullable_and_required_in_strict_mode():
+    class Opt(BaseModel):
+        name: str = Field(min_length=1, max_length=5)
+        note: str | None = Field(default=None, max_length=10)
+        tags: list[str] = Field(default_factory=list, max_length=2)
+
+    schema = wire_schema(Opt, Ask(1, False, 1.0))
+    assert schema["required"] == ["name", "note", "tags"]
+    assert [b.get("type") for b in schema["properties"]["note"]["anyOf"]] == ["string", "null"]
+    assert minimal_instance(schema) == {"name": "a", "note": None, "tags": []}
+
+
+@pytest.mark.parametrize("lo,hi", [(1, 1), (1, 2), (1, 120), (0, 5), (2, 6), (3, 3), (1, None)])
+def test_text_pattern_matches_exactly_the_strings_the_validator_keeps(lo, hi):
+    import random
+
+    rx = contract.py_regex(text_pattern(lo, hi))  # ECMA semantics: "$" is the end of the text
+    rng = random.Random(lo * 100 + (hi or 0))
+    samples = ["", " ", "a", " a", "a ", "a b", "\na", "ab", "a\nb", "abc", "  x  ", "x" * 7, "x y z",
+               *("".join(rng.choice("ab \n\t") for _ in range(rng.randint(0, 10))) for _ in range(300))]
+    for s in samples:
+        keeps = s == s.strip() and lo <= len(s) and (hi is None or len(s) <= hi)
+        assert bool(rx.search(s)) == keeps, (text_pattern(lo, hi), s)
+
+
+# ---------------------------------------------------------------- offline names
+HOSTILE_CONCEPTS = [
+    "a harbour at night, ferries and sodium lamps",
+    "the sum of all concepts for an album",
+    "After the concept of the album",
+    "<div class=\"concept\"><p>Album &amp; concept</p></div>",
+    "<script>alert('the album')</script><b>sum</b>",
+    "<img src=x onerror=alert(1)>&nbsp;&lt;&gt;&#169;&#x1F600;",
+    "🎵🎶🌊🔥 ✨",
+    "the",
+    "of",
+    "1234567890 42 2026",
+    "https://www.example.com/album?id=3 &quot;concept&quot;",
+    "<unclosed tag without end and the rest",
+    ("lighthouse keepers " * 120)[:2000],  # the longest concept a concepts file may hold
+    "<p>" + "storm " * 1000 + "</p>",
+    "x" * 5000,
+    "   \t\n  ",
+    "A nocturne for the sleeping city, told through rain on tin roofs",
+]
+
+
+@pytest.mark.parametrize("concept", HOSTILE_CONCEPTS, ids=lambda c: c[:24])
+def test_offline_titles_and_artists_say_something(concept):
+    import re
+
+    from director.offline import OfflineDirector
+
+    d = OfflineDirector(tracks_per_album=4, track_seconds=4.0)
+    stop = d.stop
+    forms = " ".join(d.vocab["title_forms"] + d.vocab["artist_forms"]).replace("{word}", " ").replace("{noun}", " ")
+    fixed = {w.lower() for w in re.findall(r"[A-Za-z&]+", forms)}  # the forms' own words: "of", "the", "&", ...
+    slot_words = {w.lower() for w in d.vocab["title_words"]}
+    for seed in range(6):
+        plan, _ = d.plan(f"album-{seed}", concept, {})
+        for name in (plan.title, plan.artist, *(t.title for t in plan.tracks)):
+            assert not re.search(r"[<>]|&\w+;|&#", name), name
+            words = name.split()
+            nouns = [w for w in words if w.lower() not in fixed and w.lower() not in slot_words]
+            assert nouns or any(w.lower() in slot_words for w in words), name
+            for w in nouns:  # the word taken from the concept
+                assert w.isalpha() and w.lower() not in stop, f"{name!r} from {concept[:60]!r}"
+            assert any(w.lower() not in stop and w.lower() not in fixed for w in words), name
+
+
+def test_offline_names_take_the_concepts_words():
+    from director.offline import OfflineDirector, name_words, plain_text
+
+    d = OfflineDirector()
+    assert name_words("<b>Lighthouse</b> keepers &amp; the sum of a concept album", d.stop) == ["Lighthouse", "Keepers"]
+    assert plain_text("<script>var album = 1;</script>Tides &nbsp;of<br/>glass") == "Tides of glass"
+    plan, _ = d.plan("a1", "lighthouse keepers", {})
+    assert "Lighthouse" in plan.title + plan.artist or "Keepers" in plan.title + plan.artist or any(
+        "Lighthouse" in t.title or "Keepers" in t.title for t in plan.tracks)
+
+
+@pytest.mark.parametrize("prompt,bpm,expected", [
+    ("a", 30, "a, 30 bpm"),
+    ("ambient dub techno, Rhodes piano", 92, "ambient dub techno, 92 bpm, Rhodes piano"),
+    ("lofi hip hop at 85 BPM, piano", 70, "lofi hip hop, 70 bpm, piano"),
+    ("120 bpm", 90, "90 bpm"),
+])
+def test_with_tempo_writes_one_tempo(prompt, bpm, expected):
+    assert contract.with_tempo(prompt, bpm) == expected
+    assert contract.with_tempo(expected, bpm) == expected  # idempotent
+    assert len(contract.with_tempo("x," * 600, 240)) <= contract.MUSIC_PROMPT_MAX
