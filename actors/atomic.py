@@ -24,7 +24,9 @@ class WriteError(OSError):
     callers can tell a full disk (ENOSPC) from a path that can never work (EISDIR, ENOTDIR)."""
 
     def __init__(self, path: Path, cause: BaseException):
-        super().__init__(f"cannot write {path}: {describe(cause)}")
+        never = getattr(cause, "errno", None) in (errno_mod.EISDIR, errno_mod.ENOTDIR)
+        super().__init__(f"cannot write {path}: {describe(cause)}"
+                         + (" (a re-run cannot fix this: move what is in the way)" if never else ""))
         self.errno = getattr(cause, "errno", None)
         self.path = Path(path)
         self.cause = cause
