@@ -121,14 +121,15 @@ def generate_main(argv: list[str]) -> int:
     from ray_jobs import console
 
     verbosity = console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.NORMAL
-    run_id = console.new_run_id()
-    log_path = console.setup(cfg.out, run_id, verbosity)  # first: the libraries read its settings on import
+    console.setup(verbosity)  # first: the libraries read its settings on import
     from ray_jobs.generate import OutError, run
     from ray_jobs.models import fetch_command, preflight
     from ray_jobs.outlock import OutHeld
 
     if preflight(cfg, fetch_command(argv)):  # every model here (or fetched now) before Ray starts
         return 2
+    run_id = console.new_run_id()
+    log_path = console.log_to(cfg.out, run_id)
     try:
         summary = run(args.concepts, cfg, run_id=run_id, verbosity=verbosity)
     except (ConceptsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld) as e:

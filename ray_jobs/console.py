@@ -40,8 +40,8 @@ class _Own(logging.Filter):
         return record.name == "albumforge" or record.name.startswith(("albumforge.", "ray_jobs", "actors", "director"))
 
 
-def setup(out: Path, run_id: str, verbosity: int = NORMAL) -> Path | None:
-    """Route logging for one run; returns the log file (None when OUT cannot hold it)."""
+def setup(verbosity: int = NORMAL) -> None:
+    """Route logging for one run: the console's share (see ``log_to`` for the file)."""
     if verbosity < VERBOSE:
         for key, value in LIBRARY_ENV.items():
             os.environ.setdefault(key, value)
@@ -57,6 +57,12 @@ def setup(out: Path, run_id: str, verbosity: int = NORMAL) -> Path | None:
     root.addHandler(console)
     logging.getLogger("albumforge").setLevel(logging.INFO)
     logging.captureWarnings(True)  # warnings.warn from the libraries: into the file
+
+
+def log_to(out: Path, run_id: str) -> Path | None:
+    """Everything at INFO and up into ``OUT/.albumforge/logs/<run_id>.log`` (None when OUT
+    cannot hold it: the run then names that problem itself)."""
+    root = logging.getLogger()
     path = Path(out) / ".albumforge" / "logs" / f"{run_id}.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
