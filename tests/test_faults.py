@@ -103,19 +103,29 @@ def _records(out: Path) -> int:
     return len(list((out / "items").rglob("*.json"))) if (out / "items").exists() else 0
 
 
-# ---------------------------------------------------------------- native crashes
-def test_item_that_kills_its_worker_every_time_fails_alone_in_bounded_time(tiny_cache, tmp_path):
-    concepts = _concepts(tmp_path, 3)
-    poisoned = _album_ids(concepts)[1]
+def _injected(fault: str) -> dict:
+    """The environment of a run whose Ray workers get ``fault`` (tests/fault_inject)."""
+    return _env(PYTHONPATH=str(REPO / "tests" / "fault_inject"), ALBUMFORGE_TEST_FAULT=fault)
+
+
+def _crash_run(tmp_path: Path, n: int, victim: int, mode: str, track: int, tiny_cache: Path, *extra: str):
+    """Run ``n`` concepts whose album number ``victim``'s track ``track`` kills its worker
+    (``mode``: once | always); returns (victim album id, markers folder, result, out)."""
+    concepts = _concepts(tmp_path, n)
+    aid = _album_ids(concepts)[victim]
     markers = tmp_path / "markers"
     markers.mkdir()
     out = tmp_path / "out"
+    result = subprocess.run(_cmd(concepts, out, tiny_cache, *extra), env=_injected(f"{mode}:{aid}:{track}:{markers}"),
+                            capture_output=True, text=True, timeout=400)
+    return aid, markers, result, out
+
+
+# ---------------------------------------------------------------- native crashes
+def test_item_that_kills_its_worker_every_time_fails_alone_in_bounded_time(tiny_cache, tmp_path):
     t0 = time.time()
-    result = subprocess.run(
-        _cmd(concepts, out, tiny_cache, "--config", str(_config(tmp_path, max_deaths=2))),
-        env=_env(PYTHONPATH=str(REPO / "tests" / "fault_inject"),
-                 ALBUMFORGE_TEST_FAULT=f"always:{poisoned}:2:{markers}"),
-        capture_output=True, text=True, timeout=400)
+    poisoned, markers, result, out = _crash_run(tmp_path, 3, 1, "always", 2, tiny_cache,
+                                                "--config", str(_config(tmp_path, max_deaths=2)))
     given_up_after = time.time() - t0
     assert result.returncode == 1, result.stderr[-3000:]
     albums = _albums(out)
@@ -133,16 +143,7 @@ def test_item_that_kills_its_worker_every_time_fails_alone_in_bounded_time(tiny_
 
 
 def test_actor_killed_once_finishes_every_album(tiny_cache, tmp_path):
-    concepts = _concepts(tmp_path, 2)
-    victim = _album_ids(concepts)[0]
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    out = tmp_path / "out"
-    result = subprocess.run(
-        _cmd(concepts, out, tiny_cache),
-        env=_env(PYTHONPATH=str(REPO / "tests" / "fault_inject"),
-                 ALBUMFORGE_TEST_FAULT=f"once:{victim}:1:{markers}"),
-        capture_output=True, text=True, timeout=400)
+    _, markers, result, out = _crash_run(tmp_path, 2, 0, "once", 1, tiny_cache)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list(markers.iterdir())) == 1  # it did die once
     assert {a["status"] for a in _albums(out).values()} == {"ok"}
@@ -157,7 +158,7 @@ def test_stopped_run_keeps_finished_work_and_the_rerun_redoes_none(tiny_cache, t
     concepts = _concepts(tmp_path, 6)
     out = tmp_path / "out"
     cmd = _cmd(concepts, out, tiny_cache, "--music-batch", "2")
-    slow = _env(PYTHONPATH=str(REPO / "tests" / "fault_inject"), ALBUMFORGE_TEST_FAULT="slow:*:2:-")
+    slow = _injected("slow:*:2:-")
     proc = subprocess.Popen(cmd, env=slow, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -223,7 +224,7 @@ def test_full_disk_fails_named_and_the_rerun_completes(tiny_cache, tmp_path, sma
     concepts = _concepts(tmp_path, 6)
     out = small_disk / "out"
     cmd = _cmd(concepts, out, tiny_cache, "--music-batch", "2")
-    slow = _env(PYTHONPATH=str(REPO / "tests" / "fault_inject"), ALBUMFORGE_TEST_FAULT="slow:*:2:-")
+    slow = _injected("slow:*:2:-")
     proc = subprocess.Popen(cmd, env=slow, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     filler = small_disk / "filler"
@@ -265,7 +266,7 @@ def test_lost_gpu_node_ends_the_run_named_and_a_rerun_completes(tiny_cache, tmp_
         out = tmp_path / "out"
         cmd = _cmd(concepts, out, tiny_cache, "--config", str(_config(tmp_path, placement_timeout_s=5)),
                    address=cluster.address)
-        slow = _env(PYTHONPATH=str(REPO / "tests" / "fault_inject"), ALBUMFORGE_TEST_FAULT="slow:*:2:-")
+        slow = _injected("slow:*:2:-")
         proc = subprocess.Popen(cmd, env=slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             _wait_for(lambda: _records(out) >= 1, 300, proc)
