@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from actors.atomic import atomic_path
+from albumforge.atomic import atomic_path
 
 # soundfile (format, subtype) per file suffix
 FORMATS = {
@@ -212,7 +212,7 @@ def write_audio(
     samples: np.ndarray, sample_rate: int, stem: Path, formats: list[str], compression_level: float | None = None
 ) -> list[Path]:
     """Write ``stem.<fmt>`` for every format, each whole or not at all: encoded in blocks
-    into a temp file of this writer's own (``actors.atomic``), then renamed.
+    into a temp file of this writer's own (``albumforge.atomic``), then renamed.
 
     ``compression_level`` (0 best .. 1 smallest) applies to OGG, MP3 and FLAC; None keeps
     libsndfile's default. A file that cannot be written raises ``WriteError`` (an OSError)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from actors.atomic import atomic_path
+from albumforge.atomic import atomic_path
 from actors.records import read_record, write_record
 
 JOURNAL_DIR = Path(".albumforge") / "journal"

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from actors.atomic import WriteError, atomic_path
+from albumforge.atomic import WriteError, atomic_path
 from actors.engines import load_image
 from actors.faults import GuardedStage
-from actors.jobs import KIND_ART, KIND_COVER, media_dir, worker_info, writable
+from albumforge.rows import KIND_ART, KIND_COVER, media_dir
+from actors.jobs import worker_info, writable
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from actors.atomic import WriteError
+from albumforge.atomic import WriteError
 from actors.audio import crossfade, master, write_audio
 from actors.engines import load_music
 from actors.faults import GuardedStage
-from actors.jobs import KIND_TRACK, media_dir, worker_info, writable
+from albumforge.rows import KIND_TRACK, media_dir
+from actors.jobs import worker_info, writable
+
+
+# Attention kernels for generate(): every backend but cuDNN's. Each decoding step has a new key
+# length, and cuDNN attention (fp16/bf16, sm_80 and later: not V100) builds a plan for each shape
+# the first time it sees one: on an H100 with the tiny model, 38-46 ms a step on the first call
+# of a length against 3-4 ms once cached (fp32, which never takes cuDNN: 4.7 ms).
+_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class _LastTokens(StoppingCriteria):
@@ -151,7 +160,8 @@ class MusicActor(GuardedStage):
         kwargs["stopping_criteria"] = StoppingCriteriaList([tap])
         if prompt is not None:  # generate() prepends the start token and lays the codes out delayed
             kwargs["decoder_input_ids"] = prompt.reshape(b * m.num_codebooks, p)
-        audio = m.model.generate(**kwargs)
+        with sdpa_kernel(_ATTENTION):
+            audio = m.model.generate(**kwargs)
         audio = audio.float().mean(dim=1).cpu().numpy()  # (b, samples); stereo checkpoints downmixed
         if audio.shape[1] < (p + frames) * self.hop:
             raise RuntimeError(f"model returned {audio.shape[1]} samples, {(p + frames) * self.hop} expected")

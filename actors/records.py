@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from actors.atomic import atomic_path
-from actors.jobs import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
+from albumforge.atomic import atomic_path
+from albumforge.rows import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
 
 RECORDS_DIR = "items"
 _IDENTITY = ("album_id", "kind", "item_no", "seed", "reroll")

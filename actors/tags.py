@@ -20,7 +20,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from actors.atomic import temp_name
+from albumforge.atomic import temp_name
 
 COVER_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 FRONT_COVER = 3  # APIC / FLAC picture type
@@ -168,7 +168,7 @@ def tag_album(out, album_row: dict, track_rows: list[dict]) -> list[str]:
             if tagger is None:
                 errors.append(f"{rel}: no tagger for {path.suffix!r}")
                 continue
-            tmp = temp_name(path)  # unique per writer (actors.atomic)
+            tmp = temp_name(path)  # unique per writer (albumforge.atomic)
             try:
                 shutil.copyfile(path, tmp)
                 tagger(tmp, t, pic)

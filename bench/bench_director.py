@@ -40,7 +40,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from openai_server import ScriptedOpenAI, good_answer, minimal_answer  # noqa: E402
 
 from director.llm import forget_server_formats  # noqa: E402
-from director.plan import Planner, load_failed_plan  # noqa: E402
+from director.plan import load_failed_plan  # noqa: E402
+from ray_jobs.planner import Planner  # noqa: E402
 from ray_jobs.config import PlanConfig  # noqa: E402
 
 

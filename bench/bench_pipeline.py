@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.jobs import batch_of  # noqa: E402
-from director.plan import Planner, explode  # noqa: E402
+from ray_jobs.planner import Planner, explode  # noqa: E402
 from ray_jobs.config import RunConfig  # noqa: E402
 from ray_jobs.generate import run  # noqa: E402
 

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ray_jobs.manifest import ManifestError
+from albumforge.manifest import ManifestError
 
 
 def _fail(message: str) -> int:

@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ray_jobs.manifest import STATUS_OK, read_manifest
+from albumforge.manifest import STATUS_OK, read_manifest
 
 from catalog.slugs import resolve_inside
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ray_jobs.manifest import STATUS_OK, read_manifest
+from albumforge.manifest import STATUS_OK, read_manifest
 
 TOP_GENRES = 10
 TOP_ERRORS = 5

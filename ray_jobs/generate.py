@@ -15,30 +15,22 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from actors.jobs import KIND_ART, KIND_COVER, KIND_FAILED, KIND_TRACK, reroll_key
+from albumforge.rows import KIND_ART, KIND_FAILED, reroll_key
 from actors.tags import tag_album
-from director.plan import (
-    check_templates,
-    director_columns,
-    explode,
-    load_failed_plan,
-    load_saved_plan,
-    resolve_director,
-)
-from ray_jobs import console
-from ray_jobs import manifest as mf
+from director.plan import check_templates, director_columns, load_failed_plan, load_saved_plan, resolve_director
+from ray_jobs import assemble, console
+from albumforge import manifest as mf
 from ray_jobs.concepts import Concept, read_concepts
 from ray_jobs.config import RunConfig
 from ray_jobs.outlock import OutLock
 from ray_jobs.watch import Interrupts, PlacementWatch, StageAsk, drain
-from ray_jobs.resume import ART_NONE, Finished, art_fields, cover_fields, scan_finished
+from ray_jobs.resume import Finished, scan_finished
 
 log = logging.getLogger("albumforge")
 
@@ -112,21 +104,13 @@ def _versions() -> dict:
 
 # ---------------------------------------------------------------- manifest rows
 def write_failed_album(out: Path, run_id: str, cfg: RunConfig, album_id: str, source: str, concept: str,
-                       error: str, inputs: dict | None = None, **extra) -> None:
+                       error: str, inputs: dict | None = None, director: dict | None = None) -> None:
     """A failed album: an empty tracks manifest, then its album row naming the error."""
-    row = {
-        "album_id": album_id, "run_id": run_id, "status": mf.STATUS_FAILED, "error": error,
-        "source": source, "concept": concept,
-        "inputs_json": json.dumps(inputs or {}, ensure_ascii=False, default=str), "seed": cfg.seed,
-        "engine": cfg.music.engine, "music_model": _model_name(cfg.music), "image_model": _model_name(cfg.image),
-        "n_tracks": 0, "n_tracks_ok": 0, "finished_at": _now(), **extra,
-    }
+    row = assemble.failed_album_row(album_id=album_id, run_id=run_id, source=source, concept=concept,
+                                    inputs=inputs, error=error, cfg=cfg, director=director_columns(director),
+                                    now=_now())
     mf.write_manifest(out, "tracks", album_id, [])
     mf.write_manifest(out, "albums", album_id, [row])
-
-
-def _model_name(section) -> str:
-    return section.model_id if section.engine == "real" else f"tiny:{section.model_id}"
 
 
 class AlbumWriter:
@@ -165,109 +149,66 @@ class AlbumWriter:
         """
         c = self.concepts[aid]
         self.pending.discard(aid)
-        streamed = self.rows.pop(aid, [])
-        made = {(r["kind"], int(r["item_no"])) for r in streamed}
-        rows = streamed + [r for r in self.finished.records.get(aid, ())
-                           if (r["kind"], int(r["item_no"])) not in made]
+        rows = assemble.merge_items(self.rows.pop(aid, []), self.finished.records.get(aid, []))
         failed = [r for r in rows if r["kind"] == KIND_FAILED]
         record = load_saved_plan(self.out, aid)
-        if failed or record is None:
+        if failed or record is None:  # no plan: the album fails whole, naming why
             error = failed[0]["error"] if failed else (lost or "plan missing after planning")
             failed_record = load_failed_plan(self.out, aid)
             write_failed_album(self.out, self.run_id, self.cfg, aid, c.source, c.concept, error, c.inputs,
-                               **director_columns(failed_record["director"] if failed_record else None))
+                               failed_record["director"] if failed_record else None)
             self.errors[aid] = error
             summary.n_failed += 1
             return mf.STATUS_FAILED
-        plan, meta = record["plan"], record["director"]
-        by_no = {int(r["item_no"]): r for r in rows if r["kind"] != KIND_ART}
-        arts = {int(r["item_no"]): r for r in rows if r["kind"] == KIND_ART}
-        prev = self.finished.items.get(aid, {})
-        prev_art = self.finished.art.get(aid, {})
-        rerolls = self.finished.rerolls.get(aid, {})
-        track_art = self.cfg.image.track_art
-        cover = by_no.get(0) or prev.get(0)
-        tracks = []
-        for no, t in enumerate(plan["tracks"], 1):
-            art = (art_fields(arts[no]) if no in arts
-                   else prev_art[no] if no in prev_art
-                   else art_fields(None, lost or "art row lost", rerolls.get(reroll_key(KIND_ART, no), 0)) if track_art
-                   else ART_NONE)
-            r = by_no.get(no)
-            if r is None and no in prev:  # finished by an earlier run: keep its row
-                tracks.append({**prev[no], **art})
-                continue
-            r = r or {"status": mf.STATUS_FAILED, "error": lost or "track row lost", "seed": None}
-            ok = r["status"] == "ok"
-            lufs = r.get("lufs")
-            tracks.append({
-                "album_id": aid, "run_id": self.run_id, "track_no": no,
-                "status": mf.STATUS_OK if ok else mf.STATUS_FAILED, "error": None if ok else str(r["error"]),
-                "title": t["title"], "music_prompt": t["music_prompt"], "visual_prompt": t["visual_prompt"],
-                "seed": r.get("seed"), "path": r["path"] if ok else None,
-                "paths": str(r["paths"]).split("|") if ok else [],
-                "duration_s": float(r["actual_s"]) if ok else None, "planned_s": float(t["duration_s"]),
-                "sample_rate": int(r["sample_rate"]) if ok else None,
-                "lufs": float(lufs) if ok and lufs is not None and lufs == lufs else None,
-                "engine": self.cfg.music.engine, "model": _model_name(self.cfg.music),
-                "gen_s": float(r.get("gen_s") or 0.0), "encode_s": float(r.get("encode_s") or 0.0),
-                "worker": r.get("worker") or None, "lyrics": t.get("lyrics"),
-                "windows_json": (r.get("windows") or None) if ok else None,
-                "finished_at": _now(), **art,
-            })
-        cover_ok = cover is not None and cover["status"] == "ok"
-        n_ok = sum(t["status"] == mf.STATUS_OK for t in tracks)
-        errors = [f"track {t['track_no']}: {t['error']}" for t in tracks if t["status"] != mf.STATUS_OK]
-        errors += [f"art {t['track_no']}: {t['art_error']}" for t in tracks if t.get("art_error")]
-        if not cover_ok:
-            errors.insert(0, f"cover: {(cover or {}).get('error') or lost or 'cover row lost'}")
-        status = mf.STATUS_OK if not errors else mf.STATUS_FAILED
-        new_images = [r for r in rows if r["kind"] in (KIND_COVER, KIND_ART)]
-        music_s = sum(float(r.get("gen_s") or 0.0) for r in rows if r["kind"] == KIND_TRACK)
-        image_s = sum(float(r.get("gen_s") or 0.0) for r in new_images)
-        encode_s = sum(float(r.get("encode_s") or 0.0) for r in rows)
-        album = {
-            "album_id": aid, "run_id": self.run_id, "status": status,
-            "error": "; ".join(errors)[:4000] if errors else None,
-            "source": c.source, "concept": c.concept,
-            "inputs_json": json.dumps(c.inputs, ensure_ascii=False, default=str), "seed": self.cfg.seed,
-            "title": plan["title"], "artist": plan["artist"], "liner_notes": plan["liner_notes"],
-            "genres": plan["soundscape"]["genres"], "soundscape_json": json.dumps(plan["soundscape"], ensure_ascii=False),
-            "cover_prompt": plan["cover_prompt"],
-            "cover_path": cover["path"] if cover_ok else None,
-            "cover_seed": int(cover["seed"]) if cover is not None and cover.get("seed") is not None else None,
-            "cover_width": int(cover["width"]) if cover_ok else None,
-            "cover_height": int(cover["height"]) if cover_ok else None,
-            "cover_worker": (cover.get("worker") or None) if cover else None,
-            **cover_fields(cover, rerolls.get("cover", 0)),
-            "concept_score": record.get("concept_score"),
-            "plan_path": str(Path("plans") / f"{aid}.json"),
-            "n_tracks": len(tracks), "n_tracks_ok": n_ok,
-            "duration_s": sum(t["duration_s"] or 0.0 for t in tracks),
-            "engine": self.cfg.music.engine, "music_model": _model_name(self.cfg.music),
-            "image_model": _model_name(self.cfg.image),
-            "plan_s": float(meta.get("seconds") or 0.0), "music_s": music_s, "image_s": image_s,
-            "encode_s": encode_s, "finished_at": _now(),
-            **director_columns(meta),
-        }
+        tracks, cover, new_cover = self._items(aid, record["plan"], rows, lost)
+        cover_error = None if cover["cover_path"] else ((new_cover or {}).get("error") or lost or "cover row lost")
+        status, error = assemble.album_status(tracks, cover_error, len(record["plan"]["tracks"]),
+                                              self.cfg.image.track_art)
+        seconds = assemble.stage_seconds(rows)
+        album = assemble.album_row(album_id=aid, run_id=self.run_id, source=c.source, concept=c.concept,
+                                   inputs=c.inputs, seed=self.cfg.seed, record=record, tracks=tracks, cover=cover,
+                                   status=status, error=error, seconds=seconds, cfg=self.cfg,
+                                   director=director_columns(record["director"]), now=_now())
         # tags (title, artist, album, track number, year) and the embedded cover: the
         # cover exists only now, after the image stage, so tagging happens per album here
         # (files an earlier run finished and tagged are left alone unless the cover is new)
-        to_tag = tracks if by_no.get(0) is not None else [t for t in tracks if t["run_id"] == self.run_id]
+        to_tag = tracks if new_cover is not None else [t for t in tracks if t["run_id"] == self.run_id]
         for problem in tag_album(self.out, album, to_tag):
             log.warning("album %s: %s", aid, problem)
         mf.write_manifest(self.out, "tracks", aid, tracks)
         mf.write_manifest(self.out, "albums", aid, [album])  # last: the album's completion marker
-        if album["error"]:
-            self.errors[aid] = album["error"]
-        for stage, sec in (("plan", album["plan_s"]), ("music", music_s), ("image", image_s), ("encode", encode_s)):
+        if error:
+            self.errors[aid] = error
+        for stage, sec in (("plan", album["plan_s"]), *seconds.items()):
             summary.stage_s[stage] += sec
-        summary.n_tracks += n_ok
+        summary.n_tracks += album["n_tracks_ok"]
         if status == mf.STATUS_OK:
             summary.n_ok += 1
         else:
             summary.n_failed += 1
         return status
+
+    def _items(self, aid: str, plan: dict, rows: list[dict], lost: str | None) -> tuple[list[dict], dict, dict | None]:
+        """The album's tracks rows, its cover fields, and its cover job row when this run made it."""
+        by_no = {int(r["item_no"]): r for r in rows if r["kind"] != KIND_ART}
+        arts = {int(r["item_no"]): r for r in rows if r["kind"] == KIND_ART}
+        prev = self.finished.items.get(aid, {})
+        prev_art = self.finished.art.get(aid, {})
+        rerolls = self.finished.rerolls.get(aid, {})
+        now = _now()
+        tracks = []
+        for no, t in enumerate(plan["tracks"], 1):
+            art = (assemble.art_columns(arts[no]) if no in arts
+                   else prev_art[no] if no in prev_art
+                   else assemble.art_columns(None, lost or "art row lost", rerolls.get(reroll_key(KIND_ART, no), 0))
+                   if self.cfg.image.track_art else assemble.ART_NONE)
+            if no not in by_no and no in prev:  # finished by an earlier run: keep its row
+                tracks.append({**prev[no], **art})
+            else:
+                tracks.append(assemble.track_row(aid, self.run_id, no, t, by_no.get(no), art, self.cfg.music, now, lost))
+        new_cover = by_no.get(0)
+        cover = assemble.cover_columns(new_cover or prev.get(0), rerolls.get("cover", 0))
+        return tracks, cover, new_cover
 
 
 # ---------------------------------------------------------------- the job
@@ -278,7 +219,7 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
 
     from actors.image import ImageActor
     from actors.music import MusicActor
-    from director.plan import Planner
+    from ray_jobs.planner import Planner, explode
 
     out = str(cfg.out.resolve())
     plan_cfg = {**cfg.plan.model_dump(mode="json"), "cache_dir": str(cfg.out.resolve() / "cache" / "director")}
@@ -519,7 +460,7 @@ def _write_run_row(cfg: RunConfig, concepts_path: Path, director: str, started: 
             "concepts_path": str(concepts_path),
             "config_json": cfg.model_dump_json(), "versions_json": json.dumps(_versions()),
             "resources_json": json.dumps({"cluster": summary.resources, "pools": summary.sizes}, default=str),
-            "engine": cfg.music.engine, "music_model": _model_name(cfg.music), "image_model": _model_name(cfg.image),
+            "engine": cfg.music.engine, "music_model": assemble.model_name(cfg.music), "image_model": assemble.model_name(cfg.image),
             "director": director, "n_concepts": summary.n_concepts, "n_skipped": summary.n_skipped,
             "n_ok": summary.n_ok, "n_failed": summary.n_failed, "n_tracks": summary.n_tracks,
             "minutes_per_album": summary.minutes_per_album, "stage_s_json": json.dumps(summary.stage_s),

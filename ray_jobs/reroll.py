@@ -8,7 +8,7 @@ Two steps, each safe to stop after:
    ``failed`` until the image is back. The files stay where they are until overwritten.
 2. **regenerate** (unless ``--mark-only``): the marked images are rendered again in this
    process by an ``ImageActor`` built from the run's own image config, each with a new
-   seed (``resume.item_seed(..., reroll=n)``), and written back into the manifests.
+   seed (``albumforge.rows.item_seed(..., reroll=n)``), and written back into the manifests.
 
 After ``--mark-only`` (or if step 2 stops half way), the normal resume path of
 ``albumforge generate`` redoes exactly the marked images with the same new seeds: the
@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from actors.jobs import KIND_ART, KIND_COVER, RESULT_DEFAULTS, batch_of, rows_of
-from ray_jobs import manifest as mf
+from albumforge.rows import KIND_ART, KIND_COVER, job_row
+from actors.jobs import batch_of, rows_of
+from albumforge import manifest as mf
 from ray_jobs.config import RunConfig
-from ray_jobs.resume import art_fields, cover_fields, item_seed
+from ray_jobs import assemble
 
 log = logging.getLogger("albumforge.reroll")
 
@@ -86,19 +87,13 @@ def select(out: Path, below: float, what: str = "images") -> list[Pick]:
     return sorted(picks, key=lambda p: (p.score, p.album_id, p.item_no))
 
 
-def _status(album: dict, tracks: list[dict], track_art: bool) -> tuple[str, str | None]:
+def _status(album: dict, tracks: list[dict], track_art: bool, cover_error: str | None) -> tuple[str, str | None]:
     """An album's status and error from its items (a plan that failed has no cover prompt)."""
     if not album.get("cover_prompt"):
         return album["status"], album.get("error")
-    errors = []
     if not album.get("cover_path"):
-        errors.append(f"cover: {album.get('_cover_error') or 'missing'}")
-    errors += [f"track {t['track_no']}: {t['error']}" for t in tracks if t["status"] != mf.STATUS_OK]
-    errors += [f"art {t['track_no']}: {t['art_error']}" for t in tracks
-               if t.get("art_error") or (track_art and not t.get("art_path"))]
-    if len(tracks) != (album.get("n_tracks") or 0):
-        errors.append("tracks missing from the manifest")
-    return (mf.STATUS_OK, None) if not errors else (mf.STATUS_FAILED, "; ".join(errors)[:4000])
+        cover_error = cover_error or "missing"
+    return assemble.album_status(tracks, cover_error, album.get("n_tracks") or 0, track_art)
 
 
 def mark(out: Path, picks: list[Pick], below: float, run_id: str, track_art: bool) -> None:
@@ -109,19 +104,19 @@ def mark(out: Path, picks: list[Pick], below: float, run_id: str, track_art: boo
     for aid, group in by_album.items():
         album, tracks = _read_album(out, aid)
         by_no = {int(t["track_no"]): t for t in tracks}
+        cover_error = None
         for p in group:
             why = f"re-roll asked: score {p.score:.2f} < {below:g}"
             if p.kind == KIND_COVER:
                 p.reroll = int(album.get("cover_reroll") or 0) + 1
-                album.update(cover_path=None, cover_score=None, cover_prompt_note=None, cover_reroll=p.reroll,
-                             _cover_error=why)
+                album.update(cover_path=None, cover_score=None, cover_prompt_note=None, cover_reroll=p.reroll)
+                cover_error = why
             else:
                 t = by_no[p.item_no]
                 p.reroll = int(t.get("art_reroll") or 0) + 1
                 t.update(art_path=None, art_score=None, art_prompt_note=None, art_reroll=p.reroll, art_error=why,
                          run_id=run_id, finished_at=_now())
-        album["status"], album["error"] = _status(album, tracks, track_art)
-        album.pop("_cover_error", None)
+        album["status"], album["error"] = _status(album, tracks, track_art, cover_error)
         album.update(run_id=run_id, finished_at=_now())
         _write_album(out, album, tracks)
 
@@ -134,9 +129,7 @@ def regenerate(out: Path, cfg: RunConfig, picks: list[Pick], run_id: str, actor=
         from actors.image import ImageActor
 
         actor = ImageActor(out=str(out), tiny_cache=str(cfg.tiny_cache), **cfg.image.actor_kwargs())
-    rows = [{"album_id": p.album_id, "kind": p.kind, "item_no": p.item_no, "n_items": 1, "prompt": p.prompt,
-             "duration_s": 0.0, "seed": item_seed(p.album_id, p.kind, p.item_no, cfg.seed, p.reroll),
-             "reroll": p.reroll, **RESULT_DEFAULTS} for p in picks]
+    rows = [job_row(p.album_id, p.kind, p.item_no, 1, p.prompt, 0.0, cfg.seed, p.reroll) for p in picks]
     done = rows_of(actor(batch_of(rows)))
     by_album: dict[str, list[tuple[Pick, dict]]] = {}
     for p, r in zip(picks, done):
@@ -145,22 +138,17 @@ def regenerate(out: Path, cfg: RunConfig, picks: list[Pick], run_id: str, actor=
     for aid, group in by_album.items():
         album, tracks = _read_album(out, aid)
         by_no = {int(t["track_no"]): t for t in tracks}
+        cover_error = None
         for p, r in group:
             ok = r["status"] == "ok"
             p.new_score = float(r["score"]) if ok and r["score"] == r["score"] else None
             p.error = None if ok else str(r["error"])
             if p.kind == KIND_COVER:
-                album.update(cover_fields(r))
-                album.update(cover_seed=int(r["seed"]), cover_path=r["path"] if ok else None,
-                             cover_width=int(r["width"]) if ok else None,
-                             cover_height=int(r["height"]) if ok else None,
-                             cover_worker=(r["worker"] or None) if ok else None)
-                if not ok:
-                    album["_cover_error"] = p.error
+                album.update(assemble.cover_columns(r))
+                cover_error = None if ok else p.error
             else:
-                by_no[p.item_no].update(art_fields(r), run_id=run_id, finished_at=_now())
-        album["status"], album["error"] = _status(album, tracks, cfg.image.track_art)
-        album.pop("_cover_error", None)
+                by_no[p.item_no].update(assemble.art_columns(r), run_id=run_id, finished_at=_now())
+        album["status"], album["error"] = _status(album, tracks, cfg.image.track_art, cover_error)
         album.update(run_id=run_id, finished_at=_now())
         _write_album(out, album, tracks)
 
@@ -225,7 +213,7 @@ def reroll_main(argv: list[str] | None = None, actor=None) -> int:
         after = f"{p.new_score:8.2f}" if p.new_score is not None else ("  failed" if p.error else "unscored")
         print(f"  {p.album_id} {p.label:>7}  {p.score:8.2f} -> {after}  (re-roll {p.reroll})")
     wall = time.perf_counter() - t0
-    mf.write_manifest(out, "runs", run_id, [{
+    mf.write_manifest(out, "runs", run_id, [{**mf.null_row("runs"),
         "run_id": run_id, "started_at": started, "finished_at": _now(), "wall_s": wall,
         "concepts_path": f"reroll --below {args.below:g} --what {args.what}",
         "config_json": cfg.model_dump_json(), "versions_json": json.dumps({}),

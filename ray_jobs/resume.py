@@ -5,8 +5,6 @@ Of an unfinished album, the items (cover = 0, tracks = 1..N, and per-track art) 
 ``ok`` with their files present are kept, so a re-run redoes exactly the failed or missing
 ones. An image marked for a re-roll (``ray_jobs.reroll``) is missing by construction: its
 path is cleared and its re-roll counter raised, so the re-run draws it with a new seed.
-
-Also the mapping between image job rows and their manifest fields, both ways.
 """
 
 from __future__ import annotations
@@ -15,9 +13,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actors.jobs import KIND_ART, KIND_TRACK, item_seed, reroll_key  # noqa: F401 (re-exported)
+from albumforge.rows import KIND_ART, KIND_TRACK, item_seed, reroll_key  # noqa: F401 (re-exported)
 from actors.records import album_records
-from ray_jobs import manifest as mf
+from albumforge import manifest as mf
+from ray_jobs.assemble import ART_NONE
 
 log = logging.getLogger(__name__)
 
@@ -38,45 +37,6 @@ class Finished:
         art = set(self.art.get(album_id, ())) | {
             int(r["item_no"]) for r in self.records.get(album_id, ()) if r["kind"] == KIND_ART}
         return sorted(items), sorted(art)
-
-
-# ---------------------------------------------------------------- image rows <-> manifest fields
-def _score(v):
-    return None if v is None or v != v else float(v)  # NaN (unscored) -> null
-
-
-def cover_fields(row: dict | None, reroll: int = 0) -> dict:
-    """The albums-manifest image fields of a cover job row (or of ``Finished.items[aid][0]``);
-    ``reroll``: the count to keep when the row never came back (``Finished.rerolls``)."""
-    row = row or {}
-    ok = row.get("status") == "ok"
-    return {
-        "cover_prompt_note": (row.get("prompt_note") or None) if ok else None,
-        "cover_score": _score(row.get("score")) if ok else None,
-        "cover_reroll": int(row.get("reroll") or reroll),
-    }
-
-
-def art_fields(row: dict | None, lost: str = "art row lost", reroll: int = 0) -> dict:
-    """The tracks-manifest ``art_*`` fields of an art job row (None: the row never came back)."""
-    if row is None:
-        return {**ART_NONE, "art_error": lost, "art_reroll": reroll}
-    ok = row.get("status") == "ok"
-    return {
-        "art_path": row["path"] if ok else None,
-        "art_seed": int(row["seed"]) if row.get("seed") is not None else None,
-        "art_width": int(row["width"]) if ok else None,
-        "art_height": int(row["height"]) if ok else None,
-        "art_prompt_note": (row.get("prompt_note") or None) if ok else None,
-        "art_score": _score(row.get("score")) if ok else None,
-        "art_reroll": int(row.get("reroll") or 0),
-        "art_error": None if ok else str(row.get("error") or "failed"),
-        "art_worker": (row.get("worker") or None) if ok else None,
-    }
-
-
-ART_NONE = {k: None for k in ("art_path", "art_seed", "art_width", "art_height", "art_prompt_note",
-                              "art_score", "art_reroll", "art_error", "art_worker")}
 
 
 def _exists(out: Path, rel) -> bool:

@@ -1,7 +1,7 @@
 """A realistic OUT folder for the catalogue tests, written without torch or Ray.
 
 Real media (Vorbis sine tones at 32 kHz through soundfile, PNG covers through Pillow),
-plans validated through AlbumPlan, and manifests written with ray_jobs.manifest so they
+plans validated through AlbumPlan, and manifests written with albumforge.manifest so they
 satisfy its schemas. The default batch has three ok albums (one with a failed track) and
 one failed album; ``HOSTILE`` is an album whose every text field tries to break out.
 Also: helpers to find Chromium and PostgreSQL, skipping (or failing, when
@@ -23,7 +23,7 @@ import soundfile as sf
 from PIL import Image
 
 from director.schema import AlbumPlan
-from ray_jobs.manifest import write_manifest
+from albumforge import manifest as mf
 
 SR = 32000
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -199,6 +199,11 @@ def write_album(out: Path, spec: AlbumSpec, run_id: str, index: int = 0) -> dict
         "finished_at": finished,
     }])
     return durations
+
+
+def write_manifest(out: Path, kind: str, name: str, rows: list[dict]) -> None:
+    """Fixture rows name only the fields a test cares about; the rest are null, said so."""
+    mf.write_manifest(out, kind, name, [{**mf.null_row(kind), **r} for r in rows])
 
 
 def write_run(out: Path, run_id: str, specs: list[AlbumSpec], start: datetime = T0, skipped: int = 0) -> None:

@@ -8,7 +8,8 @@ import soundfile as sf
 from PIL import Image
 
 from actors.image import ImageActor
-from actors.jobs import KIND_COVER, KIND_TRACK, RESULT_DEFAULTS, batch_of
+from albumforge.rows import KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
+from actors.jobs import batch_of
 from actors.music import MusicActor
 
 

@@ -18,7 +18,7 @@ from mutagen.oggvorbis import OggVorbis
 from PIL import Image
 from scipy.signal import resample
 
-from actors.atomic import WriteError, atomic_path
+from albumforge.atomic import WriteError, atomic_path
 from actors.audio import crossfade, master, true_peak, write_audio
 from actors.tags import tag_album
 
@@ -192,7 +192,7 @@ FILE_LIMIT_SCRIPT = r"""
 import resource, signal, sys
 from pathlib import Path
 import numpy as np
-from actors.atomic import WriteError
+from albumforge.atomic import WriteError
 from actors.audio import write_audio
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, write() fails with EFBIG instead

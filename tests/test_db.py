@@ -25,8 +25,8 @@ from catalog.db import migrate
 from catalog.db.load import DB_FILE, load, make_engine, safe_url
 from catalog.db.models import Album, AlbumGenre, Base, Run, Track
 from catalog_fixtures import ALBUMS, AlbumSpec, TrackSpec, make_out, missing_service, resume, write_album
-from ray_jobs import manifest
-from ray_jobs.manifest import ManifestError
+from albumforge import manifest
+from albumforge.manifest import ManifestError
 
 PG_ENV = "ALBUMFORGE_TEST_PG_URL"
 

@@ -24,7 +24,8 @@ from openai_server import (  # noqa: E402
 )
 
 from director.llm import DirectorError, LLMDirector, extract_json, forget_server_formats  # noqa: E402
-from director.plan import Planner, check_templates, load_failed_plan  # noqa: E402
+from director.plan import check_templates, load_failed_plan  # noqa: E402
+from ray_jobs.planner import Planner  # noqa: E402
 from director.schema import AlbumPlan  # noqa: E402
 from director.templates import TemplateVarError  # noqa: E402
 

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_generate_with_llm_director_and_no_key_leak(tmp_path, tiny_cache):
-    from ray_jobs import manifest as mf
+    from albumforge import manifest as mf
 
     def answer(body):
         text = "\n".join(str(m["content"]) for m in body["messages"])

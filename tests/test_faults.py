@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_jobs import manifest as mf
+from albumforge import manifest as mf
 from tests.conftest import require_services
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from actors.image import ImageActor
-from actors.jobs import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS, batch_of
+from albumforge.rows import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
+from actors.jobs import batch_of
 from actors.music import MusicActor
 
 pytestmark = [
@@ -126,6 +127,23 @@ def test_music_batch_on_cuda_is_reproducible(music):
         assert np.isfinite(x).all()
         print(f"\n[gpu] same batch twice: max diff {np.abs(x - y).max():.3g} (peak {np.abs(x).max():.3g})")
         assert np.abs(x - y).max() <= 1e-3 * np.abs(x).max() + 1e-5
+
+
+def test_generate_on_cuda_avoids_cudnn_attention(music):
+    """cuDNN attention builds a plan for every new key length, i.e. at every decoding step of a
+    first call: 10x slower than the CPU on the tiny model (actors.music._ATTENTION)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    m = music.m
+    inputs = m.tokenizer(["slow blues in a minor"], padding=True, return_tensors="pt").to(m.device)
+    frames = 137  # a length no other test used: no plan of any backend is cached for it
+    torch.manual_seed(0)
+    with profile(activities=[ProfilerActivity.CPU]) as prof, torch.inference_mode():
+        audio, _ = music._window(inputs, None, frames)
+    ops = {e.key for e in prof.key_averages()}
+    assert any("scaled_dot_product" in k for k in ops), "no SDPA op seen: the check below would prove nothing"
+    assert not [k for k in ops if "cudnn_attention" in k]
+    assert np.isfinite(audio).all()
 
 
 # ---------------------------------------------------------------- images

@@ -11,7 +11,8 @@ from PIL import Image
 
 from actors.engines import image_source, load_image
 from actors.image import ImageActor
-from actors.jobs import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS, batch_of
+from albumforge.rows import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
+from actors.jobs import batch_of
 from actors.tiny import build_tiny_lora, build_tiny_textual_inversion, ensure_tiny
 from ray_jobs.config import STYLES_DIR, ImageConfig, load_style
 

@@ -242,8 +242,9 @@ def test_file_selection_for_a_stable_diffusion_repository():
 def test_reroll_stops_before_marking_when_an_image_model_is_missing(tmp_path, monkeypatch, capsys):
     from datetime import datetime, timezone
 
-    from ray_jobs import manifest as mf
+    from albumforge import manifest as mf
     from ray_jobs.cli import main
+    from tests.catalog_fixtures import write_manifest
     from ray_jobs.reroll import reroll_main
 
     out = tmp_path / "out"
@@ -251,8 +252,8 @@ def test_reroll_stops_before_marking_when_an_image_model_is_missing(tmp_path, mo
     now = datetime.now(timezone.utc)
     album = {"album_id": "a1", "run_id": "r0", "status": "ok", "concept": "x", "seed": 0, "cover_prompt": "x",
              "cover_path": "media/a1/cover.png", "cover_score": 1.0, "n_tracks": 0, "finished_at": now}
-    mf.write_manifest(out, "albums", "a1", [album])
-    mf.write_manifest(out, "runs", "r0", [{"run_id": "r0", "started_at": now, "config_json": cfg.model_dump_json()}])
+    write_manifest(out, "albums", "a1", [album])
+    write_manifest(out, "runs", "r0", [{"run_id": "r0", "started_at": now, "config_json": cfg.model_dump_json()}])
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from actors.jobs import KIND_COVER, KIND_TRACK, RESULT_DEFAULTS, batch_of
+from albumforge.rows import KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
+from actors.jobs import batch_of
 from actors.engines import music_class
 from actors.music import MusicActor
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from ray_jobs import manifest as mf
+from albumforge import manifest as mf
 from ray_jobs.generate import pool_sizes, run
 
 pytestmark = pytest.mark.slow

@@ -17,12 +17,16 @@ import pytest
 from PIL import Image
 
 from actors.image import ImageActor
-from actors.jobs import KIND_ART, KIND_COVER, RESULT_DEFAULTS, batch_of, rows_of
+from albumforge.rows import KIND_ART, KIND_COVER, RESULT_DEFAULTS
+from actors.jobs import batch_of, rows_of
 from actors.quality import ClipScorer, clip_score, plan_text, text_similarity
-from ray_jobs import manifest as mf
+from albumforge import manifest as mf
+from tests.catalog_fixtures import write_manifest
 from ray_jobs.config import RunConfig
 from ray_jobs.reroll import reroll_main
-from ray_jobs.resume import art_fields, cover_fields, item_seed, scan_finished
+from albumforge.rows import item_seed
+from ray_jobs.assemble import art_columns, cover_columns
+from ray_jobs.resume import scan_finished
 
 ALBUMS = {"a1": "a red moon over quiet hills", "b2": "a blue sea at dawn with gulls", "c3": "a neon city in rain"}
 TRACKS = 2
@@ -97,14 +101,14 @@ def made(tmp_path_factory, tiny_cache):
             (out / audio).write_bytes(b"OggS")
             tracks.append({"album_id": aid, "run_id": "r0", "track_no": k, "status": "ok", "title": f"T{k}",
                            "visual_prompt": f"{prompt}, scene {k}", "seed": 100 + k, "path": audio,
-                           "paths": [audio], "finished_at": now, **art_fields(arts[k])})
+                           "paths": [audio], "finished_at": now, **art_columns(arts[k])})
         album = {"album_id": aid, "run_id": "r0", "status": "ok", "concept": prompt, "seed": 0,
                  "cover_prompt": prompt, "cover_path": cover["path"], "cover_seed": cover["seed"],
                  "cover_width": cover["width"], "cover_height": cover["height"], "n_tracks": TRACKS,
-                 "n_tracks_ok": TRACKS, "finished_at": now, **cover_fields(cover)}
-        mf.write_manifest(out, "tracks", aid, tracks)
-        mf.write_manifest(out, "albums", aid, [album])
-    mf.write_manifest(out, "runs", "r0", [{"run_id": "r0", "started_at": now, "config_json": cfg.model_dump_json()}])
+                 "n_tracks_ok": TRACKS, "finished_at": now, **cover_columns(cover)}
+        write_manifest(out, "tracks", aid, tracks)
+        write_manifest(out, "albums", aid, [album])
+    write_manifest(out, "runs", "r0", [{"run_id": "r0", "started_at": now, "config_json": cfg.model_dump_json()}])
     return out
 
 
@@ -115,7 +119,7 @@ def out(made, tmp_path):
     shutil.copytree(made, copy)
     cfg = RunConfig.model_validate_json(mf.read_manifest(copy, "runs").to_pylist()[0]["config_json"])
     now = datetime.now(timezone.utc)
-    mf.write_manifest(copy, "runs", "r0", [{"run_id": "r0", "started_at": now,
+    write_manifest(copy, "runs", "r0", [{"run_id": "r0", "started_at": now,
                                             "config_json": cfg.model_copy(update={"out": copy}).model_dump_json()}])
     return copy
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_jobs import manifest as mf
+from albumforge import manifest as mf
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from catalog.commands import site_main
 from catalog.site import STATE_FILE, build_site, build_site_report
 from catalog.slugs import album_slug, resolve_inside, safe_id, slugify
 from catalog_fixtures import ALBUMS, HOSTILE, HOSTILE_FAILED, AlbumSpec, make_out, write_album, write_tone
-from ray_jobs import manifest
+from albumforge import manifest
 
 REPO = Path(__file__).resolve().parent.parent
 

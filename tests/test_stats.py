@@ -9,7 +9,7 @@ import pytest
 from catalog.commands import stats_main
 from catalog.stats import compute_stats, format_stats, printable
 from catalog_fixtures import ALBUMS, make_out, resume
-from ray_jobs.manifest import read_manifest
+from albumforge.manifest import read_manifest
 
 
 @pytest.fixture

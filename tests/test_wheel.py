@@ -157,7 +157,7 @@ def test_wheel_ships_data_and_runs_without_the_checkout(tmp_path, tiny_cache):
     out = work / "out"
     run(albumforge, "generate", "concepts.txt", "--out", out, "--address", "local", "--tiny-cache", tiny_cache,
         "--tracks", "1", "--seconds", "1", "--steps", "2", timeout=400)
-    albums = json.loads(run(py, "-c", "import json; from ray_jobs import manifest as mf;"
+    albums = json.loads(run(py, "-c", "import json; from albumforge import manifest as mf;"
                                       f"print(json.dumps(mf.read_manifest({str(out)!r}, 'albums').to_pylist(),"
                                       " default=str))"))
     assert [a["status"] for a in albums] == ["ok", "ok"]

@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from catalog.db import migrate
 from catalog.db.models import AlbumGenre, Album, Run, Track
 from catalog.read import json_object
-from ray_jobs.manifest import STATUS_FAILED, STATUS_OK, ManifestError, manifest_files, read_file
+from albumforge.manifest import STATUS_FAILED, STATUS_OK, ManifestError, manifest_files, read_file
 
 log = logging.getLogger(__name__)
 

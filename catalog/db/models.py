@@ -1,6 +1,6 @@
 """SQLAlchemy 2.x models of the catalogue: runs, albums (+ their genres), tracks.
 
-Columns mirror the Parquet manifests (ray_jobs/manifest.py); media paths stay relative
+Columns mirror the Parquet manifests (albumforge/manifest.py); media paths stay relative
 to the output folder. Indexes cover what a user filters by: status, run, artist, title,
 mood, genre, model. Any change here needs a new migration in catalog/migrations/versions
 (tests compare these models with the migrated schema).

@@ -11,16 +11,14 @@ its two files, so no reader ever sees a duplicate row. Imports pyarrow only.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-STATUS_OK = "ok"
-STATUS_FAILED = "failed"
-STATUS_INTERRUPTED = "interrupted"  # runs only: stopped by SIGINT/SIGTERM; a re-run resumes
+from albumforge.atomic import atomic_path
+
+from albumforge.rows import STATUS_FAILED, STATUS_INTERRUPTED, STATUS_OK  # noqa: F401 (the statuses of rows)
 
 _ts = pa.timestamp("us", tz="UTC")
 
@@ -144,19 +142,30 @@ def manifest_dir(out: Path, kind: str) -> Path:
     return Path(out) / "manifests" / kind
 
 
+def check_rows(rows: list[dict], schema: pa.Schema, what: str) -> None:
+    """Every row has exactly the schema's keys: a misspelt or forgotten key is an error
+    naming it (``Table.from_pylist`` would turn it into a silent null, or drop it)."""
+    names = set(schema.names)
+    for i, row in enumerate(rows):
+        unknown, missing = sorted(set(row) - names), sorted(names - set(row))
+        if unknown or missing:
+            raise ManifestError(f"{what} row {i}: "
+                                + "; ".join(p for p in (f"unknown keys {unknown}" if unknown else "",
+                                                        f"missing keys {missing}" if missing else "") if p))
+
+
+def null_row(kind: str) -> dict:
+    """Every key of a manifest row, all null: a start for rows that leave most fields empty
+    (a failed album), so what is left null is said, not forgotten."""
+    return {name: None for name in SCHEMAS[kind].names}
+
+
 def write_rows(path: Path, rows: list[dict], schema: pa.Schema) -> None:
     """Write rows as one Parquet file, whole or not at all (temp file, then rename)."""
+    check_rows(rows, schema, str(path))
     table = pa.Table.from_pylist(rows, schema=schema)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(Path(path)) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_manifest(out: Path, kind: str, name: str, rows: list[dict]) -> Path:
