@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from actors.engines import load_image
 from actors.faults import GuardedStage
 from albumforge.rows import KIND_ART, KIND_COVER, media_dir
 from actors.jobs import worker_info, writable
+
+if TYPE_CHECKING:  # the section type only
+    from ray_jobs.config import ImageConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,53 +56,27 @@ def _join(*parts: str) -> str:
 class ImageActor(GuardedStage):
     actor_name = "ImageActor"
 
-    def __init__(
-        self,
-        out: str,
-        engine: str,
-        model_id: str,
-        tiny_cache: str,
-        steps: int = 30,
-        guidance_scale: float = 7.5,
-        width: int = 512,
-        height: int = 512,
-        negative_prompt: str = "",
-        style_prefix: str = "",
-        style_suffix: str = "",
-        single_file_config: str | None = None,
-        lora_path: str | None = None,
-        lora_scale: float = 1.0,
-        textual_inversion: list[dict] | tuple = (),
-        long_prompts: str = "chunk",
-        max_prompt_tokens: int = 225,
-        hires_scale: float = 1.0,
-        hires_strength: float = 0.45,
-        hires_steps: int = 20,
-        clip_model: str | None = None,
-        batch_size: int = 4,
-        run_id: str | None = None,
-        max_deaths: int = 3,
-    ):
-        if long_prompts not in ("chunk", "truncate"):
-            raise ValueError(f"long_prompts={long_prompts!r} (expected 'chunk' or 'truncate')")
-        hires = (width * hires_scale, height * hires_scale)
-        if hires_scale != 1.0 and any(v != int(v) or int(v) % 8 for v in hires):
-            raise ValueError(f"hires_scale={hires_scale} gives {hires[0]:g}x{hires[1]:g}: both must be multiples of 8")
+    def __init__(self, out: str, image: ImageConfig, tiny_cache: str, run_id: str | None = None,
+                 max_deaths: int = 3):
+        """``image``: the run's image section (model, LoRA, embeddings, steps, size, house
+        style, prompt handling, hires pass, CLIP; its own checks already ran);
+        ``run_id``/``max_deaths``: the crash guard."""
         self._start_guard(out, run_id, max_deaths)  # see actors.faults: deaths are counted, not looped
         self.worker = worker_info("ImageActor")
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = image.batch_size
         with self._loading() as load:
-            self.pipe = load_image(engine, model_id, Path(tiny_cache), single_file_config=single_file_config,
-                                   lora_path=lora_path, lora_scale=lora_scale,
-                                   textual_inversion=textual_inversion) if load else None
+            self.pipe = load_image(image.engine, image.model_id, Path(tiny_cache),
+                                   single_file_config=image.single_file_config, lora_path=image.lora_path,
+                                   lora_scale=image.lora_scale,
+                                   textual_inversion=[e.model_dump() for e in image.textual_inversion]) if load else None
         if self.pipe is None:  # the model load kept killing the process: every image fails, named
             return
-        self.call_kwargs = dict(num_inference_steps=steps, guidance_scale=guidance_scale, width=width, height=height)
-        self.style_prefix, self.style_suffix = style_prefix, style_suffix
-        self.negative_prompt = negative_prompt or ""
-        self.long_prompts, self.max_prompt_tokens = long_prompts, max_prompt_tokens
+        self.call_kwargs = dict(num_inference_steps=image.steps, guidance_scale=image.guidance_scale,
+                                width=image.width, height=image.height)
+        self.style_prefix, self.style_suffix, self.negative_prompt = image.style_words()
+        self.long_prompts, self.max_prompt_tokens = image.long_prompts, image.max_prompt_tokens
         self.hires_pipe = None
-        if hires_scale != 1.0:
+        if image.hires_scale != 1.0:
             from diffusers import StableDiffusionImg2ImgPipeline
 
             # the same modules (UNet, VAE, text encoder, fused LoRA, embeddings): no second load
@@ -106,17 +84,18 @@ class ImageActor(GuardedStage):
                 **self.pipe.components, requires_safety_checker=self.pipe.config.get("requires_safety_checker", True)
             )
             self.hires_pipe.set_progress_bar_config(disable=True)
-            self.hires_size = (int(hires[0]), int(hires[1]))
-            self.hires_kwargs = dict(num_inference_steps=hires_steps, strength=hires_strength,
-                                     guidance_scale=guidance_scale)
+            self.hires_size = image.hires_size()
+            self.hires_kwargs = dict(num_inference_steps=image.hires_steps, strength=image.hires_strength,
+                                     guidance_scale=image.guidance_scale)
         self.scorer = None
-        if clip_model:
+        if image.clip_model:
             from actors.quality import ClipScorer
 
             try:
-                self.scorer = ClipScorer(engine, clip_model, tiny_cache)
+                self.scorer = ClipScorer(image.engine, image.clip_model, tiny_cache)
             except Exception as e:  # no CLIP here (offline, not cached): images go unscored
-                log.warning("no CLIP score: cannot load clip_model=%r (%s: %s)", clip_model, type(e).__name__, e)
+                log.warning("no CLIP score: cannot load clip_model=%r (%s: %s)", image.clip_model,
+                            type(e).__name__, e)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         todo = [i for i, kind in enumerate(batch["kind"]) if kind in IMAGE_KINDS]

@@ -23,6 +23,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +36,9 @@ from actors.engines import load_music
 from actors.faults import GuardedStage
 from albumforge.rows import KIND_TRACK, media_dir
 from actors.jobs import worker_info, writable
+
+if TYPE_CHECKING:  # the section type only
+    from ray_jobs.config import MusicConfig
 
 
 # Attention kernels for generate(): every backend but cuDNN's. Each decoding step has a new key
@@ -72,59 +76,35 @@ def undelay(ids: torch.Tensor, batch: int, num_codebooks: int, channels: int, pr
 class MusicActor(GuardedStage):
     actor_name = "MusicActor"
 
-    def __init__(
-        self,
-        out: str,
-        engine: str,
-        model_id: str,
-        tiny_cache: str,
-        guidance_scale: float = 3.0,
-        do_sample: bool = True,
-        top_k: int = 250,
-        top_p: float = 1.0,
-        temperature: float = 1.0,
-        window_s: float = 30.0,
-        stride_s: float = 18.0,
-        crossfade_s: float = 1.0,
-        target_lufs: float | None = -14.0,
-        true_peak_db: float = -1.0,
-        fade_in_s: float = 0.05,
-        fade_out_s: float = 2.0,
-        formats: tuple[str, ...] | list[str] = ("ogg",),
-        compression_level: float | None = 0.2,
-        run_id: str | None = None,
-        max_deaths: int = 3,
-    ):
+    def __init__(self, out: str, music: MusicConfig, tiny_cache: str, run_id: str | None = None,
+                 max_deaths: int = 3):
+        """``music``: the run's music section (model, sampling, windows, mastering, formats;
+        its own checks already ran); ``run_id``/``max_deaths``: the crash guard."""
         self._start_guard(out, run_id, max_deaths)  # see actors.faults: deaths are counted, not looped
         self.worker = worker_info("MusicActor")
         with self._loading() as load:
-            self.m = m = load_music(engine, model_id, Path(tiny_cache)) if load else None
+            self.m = m = load_music(music.engine, music.model_id, Path(tiny_cache)) if load else None
         if m is None:  # the model load kept killing the process: every track fails, named
             return
-        self.formats = list(formats)
-        self.compression_level = compression_level
-        self.gen_kwargs = dict(
-            guidance_scale=guidance_scale, do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature
-        )
-        self.master_kwargs = dict(
-            target_lufs=target_lufs, true_peak_db=true_peak_db, fade_in_s=fade_in_s, fade_out_s=fade_out_s
-        )
-        # window plan in decoder frames; checked once here, since every batch would fail alike
+        self.formats = list(music.formats)
+        self.compression_level = music.compression_level
+        self.gen_kwargs = dict(guidance_scale=music.guidance_scale, do_sample=music.do_sample, top_k=music.top_k,
+                               top_p=music.top_p, temperature=music.temperature)
+        self.master_kwargs = dict(target_lufs=music.target_lufs, true_peak_db=music.true_peak_db,
+                                  fade_in_s=music.fade_in_s, fade_out_s=music.fade_out_s)
+        # window plan in decoder frames; what depends on the model is checked once here
+        # (stride < window and the crossfade's fit are the config's own checks)
         if m.sample_rate % m.frame_rate:
             raise ValueError(f"sample_rate={m.sample_rate} is not a whole number of frames at {m.frame_rate} Hz")
         self.hop = m.sample_rate // m.frame_rate  # samples per frame
-        self.window = int(round(window_s * m.frame_rate))
-        self.stride = int(round(stride_s * m.frame_rate))
+        self.window = int(round(music.window_s * m.frame_rate))
+        self.stride = int(round(music.stride_s * m.frame_rate))
         self.context = self.window - self.stride
-        self.fade = int(round(crossfade_s * m.sample_rate))
-        if not 0 < self.stride < self.window:
-            raise ValueError(f"stride_s={stride_s} must be > 0 and less than window_s={window_s}")
-        if self.fade > self.context * self.hop:
-            raise ValueError(f"crossfade_s={crossfade_s} must fit in window_s - stride_s = {window_s - stride_s:g}")
+        self.fade = int(round(music.crossfade_s * m.sample_rate))
         steps = 1 + self.window + self._delay_steps + m.prefix_positions
         if steps > m.max_positions:
             raise ValueError(
-                f"window_s={window_s} needs {steps} decoder positions; this model has {m.max_positions} "
+                f"window_s={music.window_s} needs {steps} decoder positions; this model has {m.max_positions} "
                 f"(at most {(m.max_positions - 1 - self._delay_steps - m.prefix_positions) / m.frame_rate:.1f} s)"
             )
 

@@ -46,9 +46,10 @@ from ray_jobs.config import PlanConfig  # noqa: E402
 
 
 def plan_cfg(out: Path, concurrency: int, steps: str) -> dict:
-    cfg = PlanConfig(director="openai", director_model="bench-model", concurrency=concurrency, steps=steps,
-                     timeout_s=30.0, retry_backoff_s=0.05).model_dump(mode="json")
-    return {**cfg, "cache_dir": str(out / "cache" / "director")}
+    """The Planner's constructor arguments: the plan section and the answer cache."""
+    plan = PlanConfig(director="openai", director_model="bench-model", concurrency=concurrency, steps=steps,
+                      timeout_s=30.0, retry_backoff_s=0.05)
+    return {"plan": plan, "cache_dir": str(out / "cache" / "director")}
 
 
 def concept_rows(n: int, tag: str) -> list[dict]:
@@ -70,7 +71,7 @@ def answers_of(out: Path, album_id: str, plan_json: str) -> int:
 def plan_in_process(rows: list[dict], concurrency: int, steps: str) -> tuple[float, int, list[int]]:
     """Planner.__call__ on consecutive batches of ``concurrency`` rows (as Ray Data does)."""
     with tempfile.TemporaryDirectory() as tmp:
-        planner = Planner(tmp, plan_cfg(Path(tmp), concurrency, steps))
+        planner = Planner(tmp, **plan_cfg(Path(tmp), concurrency, steps))
         t0 = time.perf_counter()
         failed, answers = 0, []
         for i in range(0, len(rows), concurrency):
@@ -100,7 +101,7 @@ def plan_with_ray(rows: list[dict], concurrency: int, steps: str, overlap: int =
         blocks, batch, calls = max(1, min(len(rows), 64)), concurrency, overlap
     with tempfile.TemporaryDirectory() as tmp:
         ds = ray.data.from_items(rows, override_num_blocks=blocks)
-        ds = ds.map_batches(Planner, fn_constructor_kwargs={"out": tmp, "plan_cfg": plan_cfg(Path(tmp), concurrency, steps)},
+        ds = ds.map_batches(Planner, fn_constructor_kwargs={"out": tmp, **plan_cfg(Path(tmp), concurrency, steps)},
                             batch_size=batch, num_cpus=0.25,
                             compute=ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=max(2, calls),
                                                       max_concurrent_calls_per_actor=calls,

@@ -38,10 +38,10 @@ def sequential(concepts: list[str], cfg: RunConfig, out: Path) -> tuple[float, d
 
     stages = defaultdict(float)
     t0 = time.perf_counter()
-    music = MusicActor(out=str(out), tiny_cache=str(cfg.tiny_cache), **cfg.music.actor_kwargs())
-    image = ImageActor(out=str(out), tiny_cache=str(cfg.tiny_cache), **cfg.image.actor_kwargs())
+    music = MusicActor(str(out), cfg.music, str(cfg.tiny_cache))
+    image = ImageActor(str(out), cfg.image, str(cfg.tiny_cache))
     stages["load"] = time.perf_counter() - t0
-    planner = Planner(str(out), {**cfg.plan.model_dump(mode="json"), "cache_dir": str(out / "cache")})
+    planner = Planner(str(out), cfg.plan, cache_dir=str(out / "cache"))
     for k, concept in enumerate(concepts):
         t = time.perf_counter()
         row = {"album_id": [f"seq{k:04d}"], "concept": [concept], "source": [f"bench:{k}"], "inputs_json": ["{}"]}

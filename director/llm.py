@@ -39,6 +39,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import openai
 from pydantic import BaseModel, ValidationError
 
@@ -47,6 +49,9 @@ from director.contract import Ask, finish_answer, problems
 from director.redact import env_secrets, scrub, scrub_tree
 from director.schema import AlbumPlan
 from director.steps import STEPS, PromptBuilder, Step
+
+if TYPE_CHECKING:  # the section type only: director/ does not import the driver
+    from ray_jobs.config import PlanConfig
 
 log = logging.getLogger(__name__)
 
@@ -174,42 +179,27 @@ class _Run:
 class LLMDirector:
     name = "openai"
 
-    def __init__(
-        self,
-        model: str,
-        timeout_s: float = 60.0,
-        max_attempts: int = 3,
-        cache_dir: str | Path | None = None,
-        prompts_dir: str | Path | None = None,
-        tracks_per_album: int = 8,
-        track_seconds: float = 30.0,
-        lyrics: bool = False,
-        steps: str = "single",
-        response_format: str = "auto",
-        max_retries: int = 5,
-        retry_backoff_s: float = 1.0,
-        retry_backoff_max_s: float = 30.0,
-        concurrency: int = 8,
-        requests_per_minute: float | None = None,
-        temperature: float | None = 0.7,
-        max_tokens: int | None = None,
-        base_url: str | None = None,
-        api_key: str | None = None,
-    ):
+    def __init__(self, plan: "PlanConfig", cache_dir: str | Path | None = None, base_url: str | None = None,
+                 api_key: str | None = None):
+        """``plan``: the run's plan section (``ray_jobs.config.PlanConfig``: model, limits,
+        retries, steps, format); the server and key come from the arguments or the
+        environment (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``), never from config."""
+        model, response_format = plan.director_model, plan.response_format
         if response_format not in ("auto", *FORMATS):
             raise ValueError(f"response_format={response_format!r}: expected 'auto' or one of {FORMATS}")
         self.model = model
-        self.timeout_s = float(timeout_s)
-        self.max_attempts = int(max_attempts)
-        self.max_retries = int(max_retries)
-        self.backoff_s, self.backoff_max_s = float(retry_backoff_s), float(retry_backoff_max_s)
+        self.timeout_s = float(plan.timeout_s)
+        self.max_attempts = int(plan.max_attempts)
+        self.max_retries = int(plan.max_retries)
+        self.backoff_s, self.backoff_max_s = float(plan.retry_backoff_s), float(plan.retry_backoff_max_s)
         self.response_format = response_format
-        self.temperature, self.max_tokens = temperature, max_tokens
-        self.track_seconds = float(track_seconds)
-        self.lyrics = bool(lyrics)
-        self.prompts = PromptBuilder(prompts_dir, steps, tracks_per_album, track_seconds, lyrics)
+        self.temperature, self.max_tokens = plan.temperature, plan.max_tokens
+        self.track_seconds = float(plan.track_seconds)
+        self.lyrics = bool(plan.lyrics)
+        self.prompts = PromptBuilder(plan.prompts_dir, plan.steps, plan.tracks_per_album, plan.track_seconds,
+                                     plan.lyrics)
         self.cache = AnswerCache(cache_dir) if cache_dir else None
-        self.gate = RequestGate(concurrency, requests_per_minute)
+        self.gate = RequestGate(plan.concurrency, plan.requests_per_minute)
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"  # local servers take any key
         self._secrets = tuple(s for s in {key, *env_secrets()} if s != "EMPTY" and len(s) >= 4)

@@ -15,10 +15,15 @@ import random
 import re
 import time
 
+from typing import TYPE_CHECKING
+
 import yaml
 
 from director.schema import AlbumPlan
 from director.templates import PROMPTS_DIR, environment, render
+
+if TYPE_CHECKING:  # the section type only: director/ does not import the driver
+    from ray_jobs.config import PlanConfig
 
 _PALETTES = ["amber and teal", "indigo and gold", "pastel pink and mint", "charcoal and neon red",
              "sepia", "emerald and ivory", "cobalt and silver", "rust and cream"]
@@ -55,13 +60,14 @@ class OfflineDirector:
     name = "offline"
     model = None
 
-    def __init__(self, prompts_dir=None, tracks_per_album: int = 8, track_seconds: float = 30.0, lyrics: bool = False):
-        self.env = environment(prompts_dir)
+    def __init__(self, plan: "PlanConfig"):
+        """``plan``: the run's plan section (templates folder, tracks, seconds, lyrics)."""
+        self.env = environment(plan.prompts_dir)
         self.vocab = yaml.safe_load((PROMPTS_DIR / "offline" / "vocab.yaml").read_text())
         self.stop = {str(w).lower() for w in self.vocab["stop_words"]}
-        self.tracks_per_album = tracks_per_album
-        self.track_seconds = track_seconds
-        self.lyrics = lyrics
+        self.tracks_per_album = plan.tracks_per_album
+        self.track_seconds = plan.track_seconds
+        self.lyrics = plan.lyrics
 
     def _family(self, text: str, rng: random.Random) -> dict:
         words = set(re.findall(r"[a-z]+", text.lower()))

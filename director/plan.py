@@ -10,9 +10,13 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from albumforge.atomic import atomic_path
 from director.schema import AlbumPlan
+
+if TYPE_CHECKING:  # the section type only: director/ does not import the driver
+    from ray_jobs.config import PlanConfig
 
 log = logging.getLogger(__name__)
 
@@ -24,32 +28,18 @@ def resolve_director(kind: str) -> str:
     return kind
 
 
-def make_director(plan_cfg: dict):
-    """The director named by the (resolved) plan config; its ``plan()`` returns (AlbumPlan, meta)."""
-    kind = resolve_director(plan_cfg["director"])
-    common = dict(
-        prompts_dir=plan_cfg.get("prompts_dir"),
-        tracks_per_album=plan_cfg["tracks_per_album"],
-        track_seconds=plan_cfg["track_seconds"],
-        lyrics=plan_cfg["lyrics"],
-    )
+def make_director(plan: "PlanConfig", cache_dir: str | Path | None = None):
+    """The director ``plan.director`` names (auto: resolved here); ``plan()`` returns (AlbumPlan, meta)."""
+    kind = resolve_director(plan.director)
     if kind == "offline":
         from director.offline import OfflineDirector
 
-        return OfflineDirector(**common)
+        return OfflineDirector(plan)
     elif kind == "openai":
         from director.llm import LLMDirector
 
-        # optional keys: a plan_cfg from an older PlanConfig still works
-        optional = ("steps", "response_format", "max_retries", "retry_backoff_s", "retry_backoff_max_s",
-                    "concurrency", "requests_per_minute", "temperature", "max_tokens")
-        return LLMDirector(
-            model=plan_cfg["director_model"], timeout_s=plan_cfg["timeout_s"],
-            max_attempts=plan_cfg["max_attempts"], cache_dir=plan_cfg.get("cache_dir"), **common,
-            **{k: plan_cfg[k] for k in optional if k in plan_cfg},
-        )
-    else:
-        raise ValueError(f"unknown director {kind!r} (expected 'auto', 'offline' or 'openai')")
+        return LLMDirector(plan, cache_dir=cache_dir)
+    raise ValueError(f"unknown director {kind!r} (expected 'auto', 'offline' or 'openai')")
 
 
 def _where(source: str) -> str:
@@ -60,30 +50,28 @@ def _where(source: str) -> str:
     return f"{name} {'row' if name.lower().endswith('.parquet') else 'line'} {no}"
 
 
-def check_templates(plan_cfg, concepts) -> None:
+def check_templates(plan: "PlanConfig", concepts) -> None:
     """Render every prompt template for every concept row, before any model is called.
 
-    ``plan_cfg``: a PlanConfig or its ``model_dump()``; ``concepts``: rows with
-    ``.concept``, ``.inputs`` and ``.source`` (``ray_jobs.concepts.Concept``). Raises
-    ``TemplateVarError`` naming the row ("concepts.csv line 3"), the template and the
-    variable; a broken template raises ``jinja2.TemplateSyntaxError`` (file and line).
-    A row whose data is bad (e.g. ``track_count="many"``) is not a template error: it is
-    left to fail alone at plan time, as a failed album naming the reason.
+    ``plan``: the run's plan section; ``concepts``: rows with ``.concept``, ``.inputs`` and
+    ``.source`` (``ray_jobs.concepts.Concept``). Raises ``TemplateVarError`` naming the row
+    ("concepts.csv line 3"), the template and the variable; a broken template raises
+    ``jinja2.TemplateSyntaxError`` (file and line). A row whose data is bad (e.g.
+    ``track_count="many"``) is not a template error: it is left to fail alone at plan
+    time, as a failed album naming the reason.
     """
     from director.templates import TemplateVarError
 
-    cfg = plan_cfg.model_dump(mode="json") if hasattr(plan_cfg, "model_dump") else dict(plan_cfg)
-    kind = resolve_director(cfg["director"])
+    kind = resolve_director(plan.director)
     if kind == "openai":
         from director.steps import PromptBuilder
 
-        builder = PromptBuilder(cfg.get("prompts_dir"), cfg.get("steps", "single"), cfg["tracks_per_album"],
-                                cfg["track_seconds"], cfg["lyrics"])
+        builder = PromptBuilder(plan.prompts_dir, plan.steps, plan.tracks_per_album, plan.track_seconds, plan.lyrics)
         check = builder.check
     elif kind == "offline":
-        if not cfg.get("prompts_dir"):
+        if not plan.prompts_dir:
             return  # the shipped offline templates use only what the offline director passes
-        director = make_director({**cfg, "director": "offline"})
+        director = make_director(plan.model_copy(update={"director": "offline"}))
 
         def check(concept, inputs):
             director.plan("check", concept, inputs)

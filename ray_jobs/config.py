@@ -87,9 +87,6 @@ class MusicConfig(_Section):
             raise ValueError("music formats must name at least one format")
         return self
 
-    def actor_kwargs(self) -> dict:
-        """What MusicActor takes from this section (the driver adds out and tiny_cache)."""
-        return self.model_dump(mode="json", exclude={"batch_size", "num_gpus", "num_cpus", "max_actors"})
 
 
 class ImageConfig(_Section):
@@ -150,20 +147,12 @@ class ImageConfig(_Section):
     def hires_size(self) -> tuple[int, int]:
         return int(self.width * self.hires_scale), int(self.height * self.hires_scale)
 
-    def actor_kwargs(self) -> dict:
-        """``actors.image.ImageActor`` keyword arguments (besides out, tiny_cache), style resolved."""
+    def style_words(self) -> tuple[str, str, str]:
+        """(prefix, suffix, negative prompt) of the house style around every image prompt:
+        the style's negative prompt first, then this section's."""
         style = load_style(self.style)
-        return dict(
-            engine=self.engine, model_id=self.model_id, single_file_config=self.single_file_config,
-            steps=self.steps, guidance_scale=self.guidance_scale, width=self.width, height=self.height,
-            style_prefix=style.prefix, style_suffix=style.suffix,
-            negative_prompt=", ".join(p for p in (style.negative_prompt.strip(), self.negative_prompt.strip()) if p),
-            lora_path=self.lora_path, lora_scale=self.lora_scale,
-            textual_inversion=[e.model_dump() for e in self.textual_inversion],
-            long_prompts=self.long_prompts, max_prompt_tokens=self.max_prompt_tokens,
-            hires_scale=self.hires_scale, hires_strength=self.hires_strength, hires_steps=self.hires_steps,
-            clip_model=self.clip_model, batch_size=self.batch_size,
-        )
+        negative = ", ".join(p for p in (style.negative_prompt.strip(), self.negative_prompt.strip()) if p)
+        return style.prefix, style.suffix, negative
 
 
 # ---------------------------------------------------------------- image helpers

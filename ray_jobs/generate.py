@@ -222,7 +222,6 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     from ray_jobs.planner import Planner, explode
 
     out = str(cfg.out.resolve())
-    plan_cfg = {**cfg.plan.model_dump(mode="json"), "cache_dir": str(cfg.out.resolve() / "cache" / "director")}
     plan_env = {k: os.environ[k] for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if os.environ.get(k)}
     done_pairs = {c.album_id: finished.done(c.album_id) for c in concepts}
     done = {aid: items for aid, (items, _) in done_pairs.items() if items}
@@ -242,7 +241,8 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     conc = cfg.plan.concurrency
     ds = ds.map_batches(
         Planner,
-        fn_constructor_kwargs={"out": out, "plan_cfg": plan_cfg, "env": plan_env},
+        fn_constructor_kwargs={"out": out, "plan": cfg.plan, "cache_dir": str(cfg.out.resolve() / "cache" / "director"),
+                               "env": plan_env},
         batch_size=1,
         compute=ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=conc,
                                   max_concurrent_calls_per_actor=conc, enable_true_multi_threading=True),
@@ -257,7 +257,7 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     faults = dict(run_id=run_id, max_deaths=cfg.faults.max_deaths)
     ds = ds.map_batches(
         MusicActor,
-        fn_constructor_kwargs=dict(out=out, tiny_cache=str(cfg.tiny_cache), **m.actor_kwargs(), **faults),
+        fn_constructor_kwargs=dict(out=out, music=m, tiny_cache=str(cfg.tiny_cache), **faults),
         batch_size=m.batch_size,
         compute=ActorPoolStrategy(size=sizes["music_actors"]),
         num_gpus=sizes["music_gpus"],
@@ -266,7 +266,7 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     )
     ds = ds.map_batches(
         ImageActor,
-        fn_constructor_kwargs=dict(out=out, tiny_cache=str(cfg.tiny_cache), **i.actor_kwargs(), **faults),
+        fn_constructor_kwargs=dict(out=out, image=i, tiny_cache=str(cfg.tiny_cache), **faults),
         # rows arrive mixed (an album's images among its tracks): size batches so that
         # each call still renders about image.batch_size images
         batch_size=max(1, i.batch_size * rows_per_album // images_per_album),

@@ -22,6 +22,7 @@ from actors.jobs import rows_of
 from albumforge.rows import KIND_ART, KIND_COVER, KIND_TRACK, failed_plan_row, job_row, reroll_key
 from director.plan import load_saved_plan, make_director, save_failed_plan, save_plan
 from director.redact import scrub, scrub_tree
+from ray_jobs.config import PlanConfig
 
 log = logging.getLogger("albumforge.planner")
 
@@ -47,13 +48,13 @@ class Planner:
     batch; what it cost is kept in ``OUT/plans/<album_id>.failed.json``.
     """
 
-    def __init__(self, out: str, plan_cfg: dict, env: dict | None = None):
+    def __init__(self, out: str, plan: PlanConfig, cache_dir: str | None = None, env: dict | None = None):
         # OPENAI_* settings travel from the driver as constructor arguments (never in a
         # runtime_env, which Ray shows on its dashboard): a cluster's workers lack them.
         os.environ.update(env or {})
         self.out = Path(out)
-        self.director = make_director(plan_cfg)
-        self.concurrency = int(plan_cfg["concurrency"])
+        self.director = make_director(plan, cache_dir)
+        self.concurrency = int(plan.concurrency)
         self.scorer = _load_scorer()
         self.scorer_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="plan")

@@ -128,7 +128,7 @@ def regenerate(out: Path, cfg: RunConfig, picks: list[Pick], run_id: str, actor=
     if actor is None:
         from actors.image import ImageActor
 
-        actor = ImageActor(out=str(out), tiny_cache=str(cfg.tiny_cache), **cfg.image.actor_kwargs())
+        actor = ImageActor(str(out), cfg.image, str(cfg.tiny_cache))
     rows = [job_row(p.album_id, p.kind, p.item_no, 1, p.prompt, 0.0, cfg.seed, p.reroll) for p in picks]
     done = rows_of(actor(batch_of(rows)))
     by_album: dict[str, list[tuple[Pick, dict]]] = {}

@@ -9,6 +9,7 @@ from PIL import Image
 
 from actors.image import ImageActor
 from albumforge.rows import KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
+from ray_jobs.config import ImageConfig, MusicConfig
 from actors.jobs import batch_of
 from actors.music import MusicActor
 
@@ -25,14 +26,14 @@ def job_rows(items):
 
 @pytest.fixture(scope="module")
 def music(tmp_path_factory, tiny_cache):
-    return MusicActor(out=str(tmp_path_factory.mktemp("out")), engine="tiny", model_id="x",
-                      tiny_cache=str(tiny_cache), formats=("ogg", "wav"))
+    return MusicActor(str(tmp_path_factory.mktemp("out")), MusicConfig(engine="tiny", model_id="x",
+                      formats=["ogg", "wav"]), str(tiny_cache))
 
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory, tiny_cache):
-    return ImageActor(out=str(tmp_path_factory.mktemp("out")), engine="tiny", model_id="x",
-                      tiny_cache=str(tiny_cache), steps=2, width=64, height=48)
+    return ImageActor(str(tmp_path_factory.mktemp("out")), ImageConfig(engine="tiny", model_id="x", steps=2,
+                      width=64, height=48, clip_model=None), str(tiny_cache))
 
 
 def test_music_batch_gives_each_track_its_duration(music):

@@ -55,23 +55,27 @@ def server():
 
 
 def director(srv: ScriptedOpenAI, tmp_path: Path | None = None, **kw) -> LLMDirector:
-    args = dict(model="test-model", timeout_s=1.0, max_attempts=3, tracks_per_album=3, track_seconds=4.0,
-                retry_backoff_s=0.01, retry_backoff_max_s=0.05, max_retries=4, base_url=srv.url,
-                cache_dir=(tmp_path / "cache") if tmp_path else None)
-    args.update(kw)
-    return LLMDirector(**args)
+    """An LLM director on the scripted server; ``kw``: plan-section fields (``model`` names
+    the director model)."""
+    from ray_jobs.config import PlanConfig
+
+    plan = dict(director="openai", director_model="test-model", timeout_s=1.0, max_attempts=3, tracks_per_album=3,
+                track_seconds=4.0, retry_backoff_s=0.01, retry_backoff_max_s=0.05, max_retries=4)
+    if "model" in kw:
+        kw["director_model"] = kw.pop("model")
+    plan.update(kw)
+    return LLMDirector(PlanConfig(**plan), cache_dir=(tmp_path / "cache") if tmp_path else None, base_url=srv.url)
 
 
 def plan_cfg(srv: ScriptedOpenAI, tmp_path: Path, **kw) -> dict:
-    """A Planner's plan config; the server comes from OPENAI_BASE_URL, as in a run."""
+    """A Planner's plan section and cache; the server comes from OPENAI_BASE_URL, as in a run."""
     from ray_jobs.config import PlanConfig
 
     os.environ["OPENAI_BASE_URL"] = srv.url  # the autouse fixture removes it again
-
-    cfg = PlanConfig(director="openai", director_model="test-model", tracks_per_album=3, track_seconds=4.0,
-                     timeout_s=1.0, retry_backoff_s=0.01, retry_backoff_max_s=0.05).model_dump(mode="json")
-    cfg.update(cache_dir=str(tmp_path / "out" / "cache" / "director"), **kw)
-    return cfg
+    plan = PlanConfig(**{**dict(director="openai", director_model="test-model", tracks_per_album=3,
+                                track_seconds=4.0, timeout_s=1.0, retry_backoff_s=0.01, retry_backoff_max_s=0.05),
+                         **kw})
+    return {"plan": plan, "cache_dir": str(tmp_path / "out" / "cache" / "director")}
 
 
 def rows(*concepts, inputs=None) -> dict:
@@ -261,7 +265,7 @@ def test_never_valid_album_is_a_failed_row_and_the_batch_goes_on(tmp_path):
 
     with ScriptedOpenAI(default=answer) as srv:
         out = tmp_path / "out"
-        planner = Planner(str(out), plan_cfg(srv, tmp_path, max_attempts=2))
+        planner = Planner(str(out), **plan_cfg(srv, tmp_path, max_attempts=2))
         batch = planner(rows("a calm harbour", "a doomed concept", "a windy cliff"))
         errors = list(batch["plan_error"])
         assert errors[0] == errors[2] == ""
@@ -295,7 +299,7 @@ def test_cache_replays_a_reasked_conversation(server, tmp_path):
 
 def test_planner_plans_a_batch_concurrently_within_the_limit(tmp_path):
     with ScriptedOpenAI(latency_s=0.3) as srv:
-        planner = Planner(str(tmp_path / "out"), plan_cfg(srv, tmp_path, concurrency=4))
+        planner = Planner(str(tmp_path / "out"), **plan_cfg(srv, tmp_path, concurrency=4))
         t0 = time.perf_counter()
         batch = planner(rows(*[f"concept number {k}" for k in range(8)]))
         wall = time.perf_counter() - t0
@@ -346,7 +350,6 @@ def test_check_templates_names_row_and_variable_before_any_call(tmp_path):
     msg = str(e.value)
     assert msg.startswith("concepts.csv line 3:") and "'album.j2'" in msg and "'vibe'" in msg
     check_templates(cfg, concepts[:1])  # the row with a vibe is fine
-    check_templates(cfg.model_dump(mode="json"), concepts[:1])  # a plain dict too
     # the offline director with its own shipped templates needs nothing
     check_templates(PlanConfig(director="offline"), concepts)
 
@@ -391,7 +394,7 @@ def test_the_key_never_leaks(tmp_path, caplog):
 
     with ScriptedOpenAI(script=[status(429, retry_after=0.01), status(500), hang(3)], default=answer) as srv:
         out = tmp_path / "out"
-        planner = Planner(str(out), plan_cfg(srv, tmp_path, response_format="json_schema", timeout_s=0.3))
+        planner = Planner(str(out), **plan_cfg(srv, tmp_path, response_format="json_schema", timeout_s=0.3))
         batch = planner(rows("a calm harbour", "a doomed concept"))
         assert batch["plan_error"][0] == "" and "HTTP 400" in batch["plan_error"][1]
         assert all(r["headers"]["authorization"] == f"Bearer {KEY}" for r in srv.requests)  # it was used
@@ -597,8 +600,9 @@ def test_offline_titles_and_artists_say_something(concept):
     import re
 
     from director.offline import OfflineDirector
+    from ray_jobs.config import PlanConfig
 
-    d = OfflineDirector(tracks_per_album=4, track_seconds=4.0)
+    d = OfflineDirector(PlanConfig(tracks_per_album=4, track_seconds=4.0))
     stop = d.stop
     forms = " ".join(d.vocab["title_forms"] + d.vocab["artist_forms"]).replace("{word}", " ").replace("{noun}", " ")
     fixed = {w.lower() for w in re.findall(r"[A-Za-z&]+", forms)}  # the forms' own words: "of", "the", "&", ...
@@ -617,8 +621,9 @@ def test_offline_titles_and_artists_say_something(concept):
 
 def test_offline_names_take_the_concepts_words():
     from director.offline import OfflineDirector, name_words, plain_text
+    from ray_jobs.config import PlanConfig
 
-    d = OfflineDirector()
+    d = OfflineDirector(PlanConfig())
     assert name_words("<b>Lighthouse</b> keepers &amp; the sum of a concept album", d.stop) == ["Lighthouse", "Keepers"]
     assert plain_text("<script>var album = 1;</script>Tides &nbsp;of<br/>glass") == "Tides of glass"
     plan, _ = d.plan("a1", "lighthouse keepers", {})

@@ -19,6 +19,7 @@ from PIL import Image
 
 from actors.image import ImageActor
 from albumforge.rows import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
+from ray_jobs.config import ImageConfig, MusicConfig
 from actors.jobs import batch_of
 from actors.music import MusicActor
 
@@ -43,9 +44,8 @@ def float_params(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
 # ---------------------------------------------------------------- music
 @pytest.fixture(scope="module")
 def music(tmp_path_factory, tiny_cache):
-    return MusicActor(out=str(tmp_path_factory.mktemp("out")), engine="tiny", model_id="x",
-                      tiny_cache=str(tiny_cache), window_s=WINDOW, stride_s=STRIDE, crossfade_s=FADE,
-                      formats=("ogg", "wav"))
+    return MusicActor(str(tmp_path_factory.mktemp("out")), MusicConfig(engine="tiny", model_id="x",
+                      window_s=WINDOW, stride_s=STRIDE, crossfade_s=FADE, formats=["ogg", "wav"]), str(tiny_cache))
 
 
 def test_music_model_is_fp16_on_cuda(music):
@@ -152,8 +152,8 @@ SMALL = dict(steps=2, width=64, height=48, negative_prompt="")
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory, tiny_cache):
-    return ImageActor(out=str(tmp_path_factory.mktemp("out")), engine="tiny", model_id="x",
-                      tiny_cache=str(tiny_cache), clip_model="x", **SMALL)
+    return ImageActor(str(tmp_path_factory.mktemp("out")), ImageConfig(engine="tiny", model_id="x",
+                      **{**SMALL, "clip_model": "x"}), str(tiny_cache))
 
 
 def pixels(actor, rel) -> np.ndarray:
@@ -216,8 +216,8 @@ def test_chunked_prompts_on_cuda(image):
 
 
 def test_two_pass_hires_on_cuda(tmp_path, tiny_cache):
-    actor = ImageActor(out=str(tmp_path), engine="tiny", model_id="x", tiny_cache=str(tiny_cache),
-                       hires_scale=2.0, hires_steps=4, hires_strength=0.5, **SMALL)
+    actor = ImageActor(str(tmp_path), ImageConfig(engine="tiny", model_id="x", hires_scale=2.0, hires_steps=4,
+                                                  hires_strength=0.5, **SMALL), str(tiny_cache))
     assert actor.hires_pipe.unet is actor.pipe.unet and actor.hires_pipe.device.type == "cuda"
     done = actor(job_rows([(KIND_COVER, "d1", 0, "a red moon", 0.0, 1), (KIND_ART, "d1", 1, "a blue sea", 0.0, 2)]))
     assert list(done["status"]) == ["ok", "ok"], list(done["error"])

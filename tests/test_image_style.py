@@ -28,7 +28,7 @@ def job_rows(items):
 
 
 def make_actor(out, tiny_cache, **kw):
-    return ImageActor(out=str(out), engine="tiny", model_id="x", tiny_cache=str(tiny_cache), **{**SMALL, **kw})
+    return ImageActor(str(out), ImageConfig(engine="tiny", model_id="x", **{**SMALL, **kw}), str(tiny_cache))
 
 
 def pixels(actor, rel) -> np.ndarray:
@@ -75,9 +75,8 @@ def test_style_prefix_and_negative_prompt_reach_the_pipeline_call(tmp_path, tiny
     style = tmp_path / "label.yaml"
     style.write_text("prefix: lofi sleeve\nsuffix: grain\nnegative_prompt: neon\n")
     cfg = ImageConfig(style=str(style), negative_prompt="text", steps=2, width=64, height=48, clip_model=None)
-    kwargs = cfg.actor_kwargs()
-    assert kwargs["negative_prompt"] == "neon, text"
-    actor = ImageActor(out=str(tmp_path / "out"), tiny_cache=str(tiny_cache), **kwargs)
+    assert cfg.style_words() == ("lofi sleeve", "grain", "neon, text")
+    actor = ImageActor(str(tmp_path / "out"), cfg, str(tiny_cache))
     actor.pipe = Recorder(actor.pipe)
     done = actor(job_rows([(KIND_COVER, "a1", 0, "a red moon", 1), (KIND_ART, "a1", 1, "a blue sea", 2)]))
     assert list(done["status"]) == ["ok", "ok"]
@@ -131,7 +130,7 @@ def test_lora_loads_and_changes_the_output(tmp_path, tiny_cache):
 def test_textual_inversion_token_is_learned(tmp_path, tiny_cache):
     emb = build_tiny_textual_inversion(tmp_path / "house.safetensors", token="<house>")
     cfg = ImageConfig(textual_inversion=[str(emb)], **{k: v for k, v in SMALL.items()})
-    actor = ImageActor(out=str(tmp_path), tiny_cache=str(tiny_cache), **cfg.actor_kwargs())
+    actor = ImageActor(str(tmp_path), cfg, str(tiny_cache))
     ids = actor.pipe.tokenizer("<house>", add_special_tokens=False).input_ids
     assert len(ids) == 1 and ids[0] >= 514  # one new token, not its bytes
     done = actor(job_rows([(KIND_COVER, "a1", 0, "<house> a red moon", 1), (KIND_COVER, "a2", 0, "a red moon", 1)]))
@@ -169,7 +168,7 @@ def test_checkpoint_kind_is_picked_by_what_the_path_is(tmp_path, tiny_cache, mon
 def test_two_pass_output_has_the_asked_size(tmp_path, tiny_cache):
     cfg = ImageConfig(hires_scale=2.0, hires_steps=4, hires_strength=0.5, **SMALL)
     assert cfg.hires_size() == (128, 96)
-    actor = ImageActor(out=str(tmp_path), tiny_cache=str(tiny_cache), **cfg.actor_kwargs())
+    actor = ImageActor(str(tmp_path), cfg, str(tiny_cache))
     assert actor.hires_pipe.unet is actor.pipe.unet  # shared components, not a second load
     done = actor(job_rows([(KIND_COVER, "a1", 0, "a red moon", 1), (KIND_ART, "a1", 1, "a blue sea", 2)]))
     assert list(done["status"]) == ["ok", "ok"]

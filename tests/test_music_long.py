@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 from albumforge.rows import KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
+from ray_jobs.config import MusicConfig
 from actors.jobs import batch_of
 from actors.engines import music_class
 from actors.music import MusicActor
@@ -23,9 +24,8 @@ WINDOW, STRIDE, FADE = 2.0, 1.2, 0.4
 
 @pytest.fixture(scope="module")
 def music(tmp_path_factory, tiny_cache):
-    return MusicActor(out=str(tmp_path_factory.mktemp("out")), engine="tiny", model_id="x",
-                      tiny_cache=str(tiny_cache), window_s=WINDOW, stride_s=STRIDE, crossfade_s=FADE,
-                      formats=("flac", "ogg"))
+    return MusicActor(str(tmp_path_factory.mktemp("out")), MusicConfig(engine="tiny", model_id="x",
+                      window_s=WINDOW, stride_s=STRIDE, crossfade_s=FADE, formats=["flac", "ogg"]), str(tiny_cache))
 
 
 def rows(items):
@@ -110,8 +110,8 @@ def test_seams_have_no_clicks(music, monkeypatch):
 
 def test_window_past_the_model_is_a_named_error(tiny_cache, tmp_path):
     with pytest.raises(ValueError, match=r"window_s=45\.0 needs 2254 decoder positions"):
-        MusicActor(out=str(tmp_path), engine="tiny", model_id="x", tiny_cache=str(tiny_cache),
-                   window_s=45.0, stride_s=18.0)
+        MusicActor(str(tmp_path), MusicConfig(engine="tiny", model_id="x", window_s=45.0, stride_s=18.0),
+                   str(tiny_cache))
 
 
 # ---------------------------------------------------------------- model choice
@@ -151,8 +151,8 @@ def tiny_melody(tmp_path_factory, tiny_cache):
 
 
 def test_melody_checkpoint_loads_by_its_model_type_and_continues(tiny_melody, tmp_path):
-    actor = MusicActor(out=str(tmp_path), engine="real", model_id=str(tiny_melody), tiny_cache=str(tmp_path),
-                       window_s=1.0, stride_s=0.6, crossfade_s=0.2, formats=("wav",))
+    actor = MusicActor(str(tmp_path), MusicConfig(engine="real", model_id=str(tiny_melody), window_s=1.0, stride_s=0.6,
+                                                     crossfade_s=0.2, formats=["wav"]), str(tmp_path))
     assert type(actor.m.model).__name__ == "MusicgenMelodyForConditionalGeneration"
     assert actor.m.prefix_positions == 20  # chroma frames come before the audio in its decoder
     out = actor(rows([(KIND_TRACK, "m1", 1, "jazz trio", 1.7, 5)]))

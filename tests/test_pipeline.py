@@ -160,12 +160,12 @@ def test_killed_driver_resumes_without_duplicates(tiny_cache, tmp_path):
     albums_dir = mf.manifest_dir(out, "albums")
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if albums_dir.exists() and len(list(albums_dir.glob("*.parquet"))) >= 2:
+        if albums_dir.exists() and len(list(albums_dir.glob("[!.]*.parquet"))) >= 2:
             break
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
     proc.wait()
-    done_before = {p.stem: p.stat().st_mtime_ns for p in albums_dir.glob("*.parquet")}
+    done_before = {p.stem: p.stat().st_mtime_ns for p in albums_dir.glob("[!.]*.parquet")}  # not temp files
     assert 1 <= len(done_before) < 9, "the kill should land half way"
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -81,7 +81,7 @@ def made(tmp_path_factory, tiny_cache):
     """Three albums of a cover and two tracks with art; manifests as the driver writes them."""
     out = tmp_path_factory.mktemp("made") / "out"
     cfg = _cfg(out, tiny_cache)
-    actor = ImageActor(out=str(out), tiny_cache=str(tiny_cache), **cfg.image.actor_kwargs())
+    actor = ImageActor(str(out), cfg.image, str(tiny_cache))
     rows = []
     for aid, prompt in ALBUMS.items():
         rows.append({"album_id": aid, "kind": KIND_COVER, "item_no": 0, "prompt": prompt,
