@@ -63,22 +63,21 @@ def generate_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     g = p.add_argument_group("plan")
     g.add_argument("--director", choices=["auto", "offline", "openai"])
-    g.add_argument("--director-model", help="model name on the OpenAI-compatible server")
-    g.add_argument("--director-steps", choices=["single", "chain"],
-                   help="single: one request per album; chain: one request per planning step")
-    g.add_argument("--prompts", type=Path, help="folder of *.j2 templates overriding prompts/")
-    g.add_argument("--tracks", type=int, help="tracks per album")
-    g.add_argument("--seconds", type=float, help="track seconds")
+    g.add_argument("--director-model")
+    g.add_argument("--director-steps", choices=["single", "chain"])
+    g.add_argument("--prompts", type=Path)
+    g.add_argument("--tracks", type=int)
+    g.add_argument("--seconds", type=float)
     g.add_argument("--lyrics", action="store_true", default=None)
     g.add_argument("--plan-concurrency", type=int)
     g = p.add_argument_group("music")
     g.add_argument("--music-model")
     g.add_argument("--music-batch", type=int)
-    g.add_argument("--formats", type=lambda s: s.split(","), help="comma list of ogg,mp3,flac,wav (first: primary)")
-    g.add_argument("--window", type=float, help="seconds per MusicGen call; longer tracks continue in windows")
-    g.add_argument("--stride", type=float, help="new seconds per later window (window - stride = context)")
-    g.add_argument("--lufs", type=float, help="loudness target, LUFS integrated (default -14)")
-    g.add_argument("--music-gpus", type=float, help="GPU fraction per music actor (default 0.5)")
+    g.add_argument("--formats", type=lambda s: s.split(","))
+    g.add_argument("--window", type=float)
+    g.add_argument("--stride", type=float)
+    g.add_argument("--lufs", type=float)
+    g.add_argument("--music-gpus", type=float)
     g.add_argument("--music-cpus", type=float)
     g = p.add_argument_group("image")
     g.add_argument("--image-model")
@@ -87,21 +86,35 @@ def generate_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=int)
     g.add_argument("--height", type=int)
     g.add_argument("--image-batch", type=int)
-    g.add_argument("--style", help="house style: a preset in prompts/styles/ or a YAML path")
-    g.add_argument("--lora", help="LoRA weights for the image model (file, folder or HF id)")
+    g.add_argument("--style")
+    g.add_argument("--lora")
     g.add_argument("--lora-scale", type=float)
-    g.add_argument("--hires-scale", type=float, help="second img2img pass at this scale (1: off)")
-    g.add_argument("--track-art", action="store_true", default=None, help="one image per track too")
-    g.add_argument("--image-gpus", type=float, help="GPU fraction per image actor (default 0.5)")
+    g.add_argument("--hires-scale", type=float)
+    g.add_argument("--track-art", action="store_true", default=None)
+    g.add_argument("--image-gpus", type=float)
     g.add_argument("--image-cpus", type=float)
     g = p.add_argument_group("console")
-    g.add_argument("-v", "--verbose", action="store_true",
-                   help="also show Ray Data's progress bars, the workers' output and the libraries' warnings")
-    g.add_argument("-q", "--quiet", action="store_true", help="errors and the closing summary only (for scripts)")
+    g.add_argument("-v", "--verbose", action="store_true")
+    g.add_argument("-q", "--quiet", action="store_true")
     g = p.add_argument_group("cluster")
-    g.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a running cluster, or a new local one)")
+    g.add_argument("--address")
     g.add_argument("--tiny-cache", type=Path)
+    for action in p._actions:  # each config flag's help is its field's description (ray_jobs/config.py)
+        if action.dest in _FLAGS:
+            action.help = config_help(_FLAGS[action.dest])
     return p
+
+
+def config_help(key: str) -> str:
+    """A config field's description and default, by dotted key ("music.window_s")."""
+    from ray_jobs.config import RunConfig
+
+    model, *parents, leaf = (RunConfig, *key.split("."))
+    for name in parents:
+        model = model.model_fields[name].annotation
+    field = model.model_fields[leaf]
+    default = field.get_default(call_default_factory=True)
+    return f"{field.description or leaf} (config {key}; default {default})".replace("%", "%%")
 
 
 def generate_main(argv: list[str]) -> int:

@@ -25,97 +25,143 @@ class _Section(BaseModel):
 
 
 class PlanConfig(_Section):
-    director: Literal["auto", "offline", "openai"] = "auto"  # auto: openai when a key or base URL is set
-    director_model: str = "gpt-4o-mini"  # any model the OpenAI-compatible server knows
-    prompts_dir: Path | None = None  # a folder of *.j2 that overrides prompts/ file by file
-    tracks_per_album: int = Field(8, ge=1, le=30)
-    track_seconds: float = Field(30.0, gt=0, le=900)  # default duration the director asks for
-    lyrics: bool = False
-    concurrency: int = Field(8, ge=1, le=256)  # albums planned at once (LLM requests in flight)
-    timeout_s: float = Field(60.0, gt=0)  # per LLM request
-    max_attempts: int = Field(3, ge=1, le=10)  # answers per step: an invalid one is re-asked with its error
+    director: Literal["auto", "offline", "openai"] = Field(
+        "auto", description="auto: openai when a key or base URL is set"
+    )
+    director_model: str = Field("gpt-4o-mini", description="any model the OpenAI-compatible server knows")
+    prompts_dir: Path | None = Field(None, description="a folder of *.j2 that overrides prompts/ file by file")
+    tracks_per_album: int = Field(8, ge=1, le=30, description="tracks the director plans per album")
+    track_seconds: float = Field(30.0, gt=0, le=900, description="default duration the director asks for")
+    lyrics: bool = Field(
+        False, description="the director also writes lyrics (kept in the manifests; the music stays instrumental)"
+    )
+    concurrency: int = Field(8, ge=1, le=256, description="albums planned at once (LLM requests in flight)")
+    timeout_s: float = Field(60.0, gt=0, description="per LLM request")
+    max_attempts: int = Field(3, ge=1, le=10, description="answers per step: an invalid one is re-asked with its error")
     # LLM director (OpenAI-compatible; server from OPENAI_BASE_URL, key from OPENAI_API_KEY, never in config)
-    steps: Literal["single", "chain"] = "single"  # single: one request per album; chain: one per template step
-    response_format: Literal["auto", "json_schema", "json_object", "text"] = "auto"  # auto: json_schema, falling
-    #   back to json_object, then plain JSON instructions, when a server refuses (remembered per server)
-    max_retries: int = Field(5, ge=0, le=20)  # per request, on 429 / 5xx / timeouts / connection errors
-    retry_backoff_s: float = Field(1.0, ge=0)  # first retry delay, doubled each retry (jitter); Retry-After wins
-    retry_backoff_max_s: float = Field(30.0, ge=0)  # cap on one retry delay
-    requests_per_minute: float | None = Field(None, gt=0)  # None: no cap beyond `concurrency` in flight
-    temperature: float | None = Field(0.7, ge=0, le=2)  # None: the server's default
-    max_tokens: int | None = Field(None, ge=1)  # per answer; None: the server's default
+    steps: Literal["single", "chain"] = Field(
+        "single", description="single: one request per album; chain: one per template step"
+    )
+    response_format: Literal["auto", "json_schema", "json_object", "text"] = Field(
+        "auto",
+        description="auto: json_schema, falling back to json_object, then plain JSON instructions, when a server refuses (remembered per server)",
+    )
+    max_retries: int = Field(5, ge=0, le=20, description="per request, on 429 / 5xx / timeouts / connection errors")
+    retry_backoff_s: float = Field(
+        1.0, ge=0, description="first retry delay, doubled each retry (jitter); Retry-After wins"
+    )
+    retry_backoff_max_s: float = Field(30.0, ge=0, description="cap on one retry delay")
+    requests_per_minute: float | None = Field(None, gt=0, description="None: no cap beyond `concurrency` in flight")
+    temperature: float | None = Field(0.7, ge=0, le=2, description="None: the server's default")
+    max_tokens: int | None = Field(None, ge=1, description="per answer; None: the server's default")
 
 
 class MusicConfig(_Section):
     engine: Engine = "tiny"
     # real engine: HF id or local folder. facebook/musicgen-small | -medium | -large (MusicgenForConditionalGeneration)
     # or facebook/musicgen-melody (MusicgenMelodyForConditionalGeneration); the class follows the config's model_type
-    model_id: str = "facebook/musicgen-small"
-    batch_size: int = Field(8, ge=1)  # tracks per generate() call (all windows of a batch run in lockstep)
+    model_id: str = Field(
+        "facebook/musicgen-small", description="MusicGen: HF id or folder (small, medium, large, melody)"
+    )
+    batch_size: int = Field(8, ge=1, description="tracks per generate() call (all windows of a batch run in lockstep)")
     # sampling (audiocraft's defaults): classifier-free guidance, top-k 250, temperature 1
-    guidance_scale: float = Field(3.0, ge=0)  # > 1 doubles the batch internally (conditional + unconditional)
+    guidance_scale: float = Field(
+        3.0, ge=0, description="> 1 doubles the batch internally (conditional + unconditional)"
+    )
     do_sample: bool = True
-    top_k: int = Field(250, ge=0)  # 0: off
-    top_p: float = Field(1.0, gt=0, le=1)  # nucleus sampling; 1.0: off (audiocraft uses top_p alone with top_k=0)
+    top_k: int = Field(250, ge=0, description="0: off")
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="nucleus sampling; 1.0: off (audiocraft uses top_p alone with top_k=0)"
+    )
     temperature: float = Field(1.0, gt=0)
     # tracks longer than one window: audiocraft's extend_stride sliding window. Each further window keeps the last
     # window_s - stride_s seconds as context (as codes) and adds stride_s new seconds; windows are joined with a
     # crossfade of crossfade_s inside that context. A track that fits one window is one plain generate() call.
-    window_s: float = Field(30.0, gt=0)  # seconds per generate() call; the real models were trained on 30 s
-    stride_s: float = Field(18.0, gt=0)  # new seconds per further window (must be < window_s)
-    crossfade_s: float = Field(1.0, ge=0)  # equal-power, correlation-compensated; at most window_s - stride_s
+    window_s: float = Field(30.0, gt=0, description="seconds per generate() call; the real models were trained on 30 s")
+    stride_s: float = Field(18.0, gt=0, description="new seconds per further window (must be < window_s)")
+    crossfade_s: float = Field(
+        1.0, ge=0, description="equal-power, correlation-compensated; at most window_s - stride_s"
+    )
     # mastering (actors/audio.py): fades, loudness normalisation (ITU-R BS.1770 / EBU R128), true-peak limiter
-    target_lufs: float | None = Field(-14.0, le=0)  # integrated loudness target; None: no normalisation
-    true_peak_db: float = Field(-1.0, le=0)  # ceiling of the 4x-oversampled peak, dBTP
-    fade_in_s: float = Field(0.05, ge=0)  # each fade takes at most a quarter of the track
+    target_lufs: float | None = Field(-14.0, le=0, description="integrated loudness target; None: no normalisation")
+    true_peak_db: float = Field(-1.0, le=0, description="ceiling of the 4x-oversampled peak, dBTP")
+    fade_in_s: float = Field(0.05, ge=0, description="each fade takes at most a quarter of the track")
     fade_out_s: float = Field(2.0, ge=0)
-    formats: list[Literal["ogg", "mp3", "flac", "wav"]] = ["ogg"]  # first one is the primary path
-    compression_level: float = Field(0.2, ge=0, le=1)  # OGG/MP3/FLAC: 0 best quality (largest) .. 1 smallest
-    num_gpus: float = Field(0.5, ge=0, le=8)  # fraction of a GPU per actor
-    num_cpus: float = Field(1.0, gt=0)
-    max_actors: int | None = None  # None: as many as the cluster's GPUs (or CPUs) allow
+    formats: list[Literal["ogg", "mp3", "flac", "wav"]] = Field(["ogg"], description="first one is the primary path")
+    compression_level: float = Field(
+        0.2, ge=0, le=1, description="OGG/MP3/FLAC: 0 best quality (largest) .. 1 smallest"
+    )
+    num_gpus: float = Field(0.5, ge=0, le=8, description="fraction of a GPU per actor")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs each music actor reserves (always explicit: see FIELD-NOTES)")
+    max_actors: int | None = Field(None, description="None: as many as the cluster's GPUs (or CPUs) allow")
 
     @model_validator(mode="after")
     def _windows(self):
         if self.stride_s >= self.window_s:
-            raise ValueError(f"music stride_s={self.stride_s} must be less than window_s={self.window_s} "
-                             "(each further window keeps window_s - stride_s seconds of context)")
+            raise ValueError(
+                f"music stride_s={self.stride_s} must be less than window_s={self.window_s} "
+                "(each further window keeps window_s - stride_s seconds of context)"
+            )
         if self.crossfade_s > self.window_s - self.stride_s + 1e-9:
-            raise ValueError(f"music crossfade_s={self.crossfade_s} must fit in the context "
-                             f"window_s - stride_s = {self.window_s - self.stride_s:g}")
+            raise ValueError(
+                f"music crossfade_s={self.crossfade_s} must fit in the context "
+                f"window_s - stride_s = {self.window_s - self.stride_s:g}"
+            )
         if not self.formats:
             raise ValueError("music formats must name at least one format")
         return self
-
 
 
 class ImageConfig(_Section):
     engine: Engine = "tiny"
     # real engine: an HF id, a diffusers folder (model_index.json), or one .safetensors/.ckpt file
     # (StableDiffusionPipeline.from_single_file); tiny engine: ignored (a tiny random SD)
-    model_id: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    single_file_config: str | None = None  # single file: HF id or diffusers folder of its configs (None: inferred)
-    steps: int = Field(30, ge=1, le=200)
-    guidance_scale: float = 7.5
-    width: int = Field(512, ge=8)
-    height: int = Field(512, ge=8)
-    style: str = "none"  # house style: a preset name in prompts/styles/ or a path to a YAML (prefix + negative)
-    negative_prompt: str = "text, watermark, signature, blurry, lowres"  # after the style's negative prompt
-    lora_path: str | None = None  # LoRA weights (file, folder or HF id; needs peft), fused at lora_scale
-    lora_scale: float = Field(1.0, ge=-4, le=4)
-    textual_inversion: list[Embedding] = []  # [{path, token}]; a plain string is a path
-    long_prompts: Literal["chunk", "truncate"] = "chunk"  # past CLIP's 77 tokens: encode in 75-token chunks
-    #   and concatenate the embeddings, or let CLIP cut; either way recorded per image in prompt_note
-    max_prompt_tokens: int = Field(225, ge=75, le=750)  # chunk: longest prompt encoded; the rest is cut (noted)
-    hires_scale: float = Field(1.0, ge=1.0, le=4.0)  # > 1: a second img2img pass at width*scale x height*scale
-    hires_strength: float = Field(0.45, gt=0, le=1)  # img2img strength of the second pass
-    hires_steps: int = Field(20, ge=1, le=200)  # img2img steps (it denoises about hires_steps * hires_strength)
-    track_art: bool = False  # also one image per track from its visual prompt (media/<album>/track-NN.png)
-    clip_model: str | None = "openai/clip-vit-base-patch32"  # CLIP score of each image vs its prompt (real
-    #   engine: HF id or folder; tiny engine: a tiny random CLIP); None: no score
-    batch_size: int = Field(4, ge=1)  # images (covers, track art) per pipeline call
-    num_gpus: float = Field(0.5, ge=0, le=8)
-    num_cpus: float = Field(1.0, gt=0)
+    model_id: str = Field(
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        description="Stable Diffusion: HF id, diffusers folder or one .safetensors/.ckpt file",
+    )
+    single_file_config: str | None = Field(
+        None, description="single file: HF id or diffusers folder of its configs (None: inferred)"
+    )
+    steps: int = Field(30, ge=1, le=200, description="denoising steps per image")
+    guidance_scale: float = Field(7.5, description="classifier-free guidance of the image model")
+    width: int = Field(512, ge=8, description="image width in pixels (a multiple of 8)")
+    height: int = Field(512, ge=8, description="image height in pixels (a multiple of 8)")
+    style: str = Field(
+        "none", description="house style: a preset name in prompts/styles/ or a path to a YAML (prefix + negative)"
+    )
+    negative_prompt: str = Field(
+        "text, watermark, signature, blurry, lowres", description="after the style's negative prompt"
+    )
+    lora_path: str | None = Field(
+        None, description="LoRA weights (file, folder or HF id; needs peft), fused at lora_scale"
+    )
+    lora_scale: float = Field(1.0, ge=-4, le=4, description="strength the LoRA is fused at (0: off)")
+    textual_inversion: list[Embedding] = Field([], description="[{path, token}]; a plain string is a path")
+    long_prompts: Literal["chunk", "truncate"] = Field(
+        "chunk",
+        description="past CLIP's 77 tokens: encode in 75-token chunks and concatenate the embeddings, or let CLIP cut; either way recorded per image in prompt_note",
+    )
+    max_prompt_tokens: int = Field(
+        225, ge=75, le=750, description="chunk: longest prompt encoded; the rest is cut (noted)"
+    )
+    hires_scale: float = Field(
+        1.0, ge=1.0, le=4.0, description="> 1: a second img2img pass at width*scale x height*scale"
+    )
+    hires_strength: float = Field(0.45, gt=0, le=1, description="img2img strength of the second pass")
+    hires_steps: int = Field(
+        20, ge=1, le=200, description="img2img steps (it denoises about hires_steps * hires_strength)"
+    )
+    track_art: bool = Field(
+        False, description="also one image per track from its visual prompt (media/<album>/track-NN.png)"
+    )
+    clip_model: str | None = Field(
+        "openai/clip-vit-base-patch32",
+        description="CLIP score of each image vs its prompt (real engine: HF id or folder; tiny engine: a tiny random CLIP); None: no score",
+    )
+    batch_size: int = Field(4, ge=1, description="images (covers, track art) per pipeline call")
+    num_gpus: float = Field(0.5, ge=0, le=8, description="fraction of a GPU per image actor")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs each image actor reserves")
     max_actors: int | None = None
 
     @field_validator("textual_inversion", mode="before")
@@ -164,9 +210,9 @@ class StylePreset(_Section):
     """A house style (``prompts/styles/<name>.yaml``): the same look on every image of a batch."""
 
     description: str = ""
-    prefix: str = ""  # put before every director prompt: "<prefix>, <prompt>"
-    suffix: str = ""  # put after it: "<prompt>, <suffix>"
-    negative_prompt: str = ""  # put before ImageConfig.negative_prompt
+    prefix: str = Field("", description='put before every director prompt: "<prefix>, <prompt>"')
+    suffix: str = Field("", description='put after it: "<prompt>, <suffix>"')
+    negative_prompt: str = Field("", description="put before ImageConfig.negative_prompt")
 
     def apply(self, prompt: str) -> str:
         return ", ".join(p for p in (self.prefix.strip(), prompt.strip(), self.suffix.strip()) if p)
@@ -196,18 +242,30 @@ class Embedding(_Section):
     """A textual-inversion embedding: ``load_textual_inversion(path, token=token)``."""
 
     path: str  # .safetensors / .bin / .pt file, a folder, or an HF id
-    token: str | None = None  # None: the token stored in the file (A1111 files store none: then required)
+    token: str | None = Field(
+        None, description="None: the token stored in the file (A1111 files store none: then required)"
+    )
 
 
 class FaultConfig(_Section):
     """How failures end (see actors/faults.py and ray_jobs/watch.py): bounded, and named."""
 
-    max_deaths: int = Field(3, ge=1, le=20)  # an item in flight when its worker process died this many times
-    #   (segfault, OOM kill, lost node) fails, naming the cause; its batch-mates are retried alone
-    placement_timeout_s: float = Field(300.0, gt=0)  # a stage that no live node can hold (GPU node lost, none
-    #   added) for this long ends the run: the albums not finished are failed rows naming the missing resource
-    hold_stale_s: float = Field(60.0, gt=0)  # one run per OUT: a hold not refreshed for this long (its run's
-    #   host died) is taken over; a hold whose pid is gone on this host is taken over at once
+    max_deaths: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="an item in flight when its worker process died this many times (segfault, OOM kill, lost node) fails, naming the cause; its batch-mates are retried alone",
+    )
+    placement_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="a stage that no live node can hold (GPU node lost, none added) for this long ends the run: the albums not finished are failed rows naming the missing resource",
+    )
+    hold_stale_s: float = Field(
+        60.0,
+        gt=0,
+        description="one run per OUT: a hold not refreshed for this long (its run's host died) is taken over; a hold whose pid is gone on this host is taken over at once",
+    )
 
 
 # Presets: what ``--engine`` starts from before a config file and flags. ``real`` is the
@@ -216,8 +274,15 @@ PRESETS: dict[str, dict] = {
     "real": {"music": {"engine": "real"}, "image": {"engine": "real"}},
     "tiny": {
         "music": {"engine": "tiny", "batch_size": 4, "num_cpus": 0.5},
-        "image": {"engine": "tiny", "width": 64, "height": 64, "steps": 4, "hires_steps": 4, "batch_size": 4,
-                  "num_cpus": 0.5},
+        "image": {
+            "engine": "tiny",
+            "width": 64,
+            "height": 64,
+            "steps": 4,
+            "hires_steps": 4,
+            "batch_size": 4,
+            "num_cpus": 0.5,
+        },
         "plan": {"tracks_per_album": 3, "track_seconds": 4.0},
     },
 }
@@ -231,16 +296,21 @@ def _merge(base: dict, top: dict) -> dict:
 
 
 class RunConfig(_Section):
-    out: Path = Path("out")
-    seed: int = 0  # base seed: album, track and cover seeds derive from it
+    out: Path = Field(Path("out"), description="output folder: media, manifests, plans, logs")
+    seed: int = Field(0, description="base seed: album, track and cover seeds derive from it")
     plan: PlanConfig = PlanConfig()
     music: MusicConfig = MusicConfig()
     image: ImageConfig = ImageConfig()
     faults: FaultConfig = FaultConfig()
     # where tiny engines are built once: ~/.cache/albumforge/tiny-models ($XDG_CACHE_HOME honoured)
-    tiny_cache: Path = Field(default_factory=lambda: user_cache_dir() / "tiny-models")
-    ray_address: str | None = None  # None: join RAY_ADDRESS / a running job's cluster, else start local
-    gpus: Literal["auto", "none"] = "auto"  # none: never ask Ray for GPUs (CPU-only runs)
+    tiny_cache: Path = Field(
+        default_factory=lambda: user_cache_dir() / "tiny-models",
+        description="where the tiny engine builds its random-weight models once (~/.cache/albumforge/tiny-models)",
+    )
+    ray_address: str | None = Field(
+        None, description="None: join RAY_ADDRESS / a running job's cluster, else start local"
+    )
+    gpus: Literal["auto", "none"] = Field("auto", description="none: never ask Ray for GPUs (CPU-only runs)")
 
     @classmethod
     def load(cls, path: Path | None = None, preset: str = "tiny", **overrides) -> "RunConfig":
