@@ -31,8 +31,9 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from albumforge.atomic import atomic_path
 from actors.records import read_record, write_record
+from albumforge.atomic import atomic_path
+from albumforge.rows import STATUS_FAILED, STATUS_OK
 
 JOURNAL_DIR = Path(".albumforge") / "journal"
 INIT = "init"  # the journal key of a model load
@@ -195,7 +196,7 @@ class GuardedStage:
             with self.journal.doing(keys):
                 render(batch, group)
         for i in group:
-            if batch["status"][i] == "ok":
+            if batch["status"][i] == STATUS_OK:
                 self._record(batch, i)
 
     def _record(self, batch, i) -> None:
@@ -217,5 +218,5 @@ class GuardedStage:
 
     @staticmethod
     def _fail(batch, i, error: str) -> None:
-        batch["status"][i] = "failed"
+        batch["status"][i] = STATUS_FAILED
         batch["error"][i] = error[:2000]

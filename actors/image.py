@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from albumforge.atomic import WriteError, atomic_path
 from actors.engines import load_image
 from actors.faults import GuardedStage
-from albumforge.rows import KIND_ART, KIND_COVER, media_dir
 from actors.jobs import worker_info, writable
+from albumforge.atomic import WriteError, atomic_path
+from albumforge.rows import KIND_ART, KIND_COVER, STATUS_OK, media_dir
 
 if TYPE_CHECKING:  # the section type only
     from ray_jobs.config import ImageConfig
@@ -211,7 +211,7 @@ class ImageActor(GuardedStage):
         except WriteError as e:  # disk full, permissions, a folder in the way: only this image fails
             self._fail(batch, i, str(e))
             return
-        batch["status"][i] = "ok"
+        batch["status"][i] = STATUS_OK
         batch["error"][i] = ""
         batch["worker"][i] = json.dumps({**self.worker, "done": time.time()})
         batch["path"][i] = rel

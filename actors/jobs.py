@@ -7,6 +7,7 @@ import numpy as np
 
 from albumforge.rows import RESULT_DEFAULTS
 
+
 def worker_info(actor: str) -> dict:
     """Who this actor is, for the manifests: pid, node, the GPU ids Ray assigned it."""
     import os

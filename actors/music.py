@@ -30,12 +30,12 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from albumforge.atomic import WriteError
 from actors.audio import crossfade, master, write_audio
 from actors.engines import load_music
 from actors.faults import GuardedStage
-from albumforge.rows import KIND_TRACK, media_dir
 from actors.jobs import worker_info, writable
+from albumforge.atomic import WriteError
+from albumforge.rows import KIND_TRACK, STATUS_OK, media_dir
 
 if TYPE_CHECKING:  # the section type only
     from ray_jobs.config import MusicConfig
@@ -220,7 +220,7 @@ class MusicActor(GuardedStage):
             self._fail(batch, i, f"mastering/encoding failed: {type(e).__name__}: {e}")
             return
         rel = [str(p.relative_to(self.out)) for p in paths]
-        batch["status"][i] = "ok"
+        batch["status"][i] = STATUS_OK
         batch["worker"][i] = json.dumps({**self.worker, "done": time.time()})
         batch["path"][i] = rel[0]
         batch["paths"][i] = "|".join(rel)

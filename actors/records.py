@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from albumforge.atomic import atomic_path
-from albumforge.rows import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
+from albumforge.rows import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS, STATUS_OK
 
 RECORDS_DIR = "items"
 _IDENTITY = ("album_id", "kind", "item_no", "seed", "reroll")
@@ -49,7 +49,7 @@ def _plain(value):
 
 def write_record(out: Path, row: dict, run_id: str | None = None) -> Path:
     """Record one finished (status "ok") job row, whole or not at all."""
-    if row.get("status") != "ok":
+    if row.get("status") != STATUS_OK:
         raise ValueError(f"only a finished item is recorded (status={row.get('status')!r})")
     rec = {k: _plain(row[k]) for k in (*_IDENTITY, *RESULT_DEFAULTS) if k in row}
     rec["run_id"] = run_id
@@ -71,7 +71,7 @@ def read_record(out: Path, album_id: str, kind: str, item_no: int, seed: int | N
         rec = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if rec.get("status") != "ok" or not _files_exist(out, rec):
+    if rec.get("status") != STATUS_OK or not _files_exist(out, rec):
         return None
     if seed is not None and rec.get("seed") != int(seed):
         return None
@@ -89,6 +89,6 @@ def album_records(out: Path, album_id: str) -> list[dict]:
             rec = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if rec.get("status") == "ok" and _files_exist(out, rec):
+        if rec.get("status") == STATUS_OK and _files_exist(out, rec):
             found.append(rec)
     return found

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from albumforge.atomic import temp_name
+from albumforge.rows import STATUS_OK
 
 COVER_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 FRONT_COVER = 3  # APIC / FLAC picture type
@@ -159,7 +160,7 @@ def tag_album(out, album_row: dict, track_rows: list[dict]) -> list[str]:
         pic = None
     total = int(album_row.get("n_tracks") or len(track_rows))
     for row in track_rows:
-        if row.get("status") != "ok":
+        if row.get("status") != STATUS_OK:
             continue
         t = track_tags(album_row, row, total)
         for rel in _paths(row):

@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from albumforge.atomic import atomic_path
-
 from albumforge.rows import STATUS_FAILED, STATUS_INTERRUPTED, STATUS_OK  # noqa: F401 (the statuses of rows)
 
 _ts = pa.timestamp("us", tz="UTC")

@@ -41,9 +41,9 @@ def load_main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", default=None, metavar="URL",
                    help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite file OUT/catalog.sqlite)")
     args = p.parse_args(argv)
-    from catalog.db.load import default_url, load, safe_url
-
     from sqlalchemy.exc import SQLAlchemyError
+
+    from catalog.db.load import default_url, load, safe_url
 
     url = args.db or default_url(args.out)
     try:

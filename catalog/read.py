@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from albumforge.manifest import STATUS_OK, read_manifest
-
 from catalog.slugs import resolve_inside
 
 

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import jinja2
 
 from albumforge.resources import data_dir
+from albumforge.rows import STATUS_OK
 from catalog.read import Catalog, read_catalog
 from catalog.slugs import album_slug, resolve_inside, safe_ext
 
@@ -168,7 +169,7 @@ def _layout(cat: Catalog, out: Path) -> list[dict]:
         tracks = []
         for t in cat.tracks.get(album["album_id"], []):
             row = dict(t, sources=[], art=None)
-            if t["status"] == "ok":
+            if t["status"] == STATUS_OK:
                 seen = set()
                 for rel in [t.get("path"), *(t.get("paths") or [])]:
                     m = _media(out, rel, f"media/{slug}/track-{t['track_no']:02d}", set(AUDIO_TYPES))
@@ -232,7 +233,7 @@ def _failed_tracks(cat: Catalog, pages: list[dict]) -> list[dict]:
     rows = []
     for album in cat.ok_albums:
         for t in cat.tracks.get(album["album_id"], []):
-            if t["status"] != "ok":
+            if t["status"] != STATUS_OK:
                 rows.append({"album": album, "href": href.get(album["album_id"]), "track": t})
     return rows
 

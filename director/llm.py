@@ -38,7 +38,6 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import openai

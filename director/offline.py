@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import re
 import time
-
 from typing import TYPE_CHECKING
 
 import yaml

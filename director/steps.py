@@ -37,7 +37,13 @@ import jinja2
 from pydantic import BaseModel
 
 from director.contract import Ask, wire_schema
-from director.schema import AlbumFrame, AlbumPlan, ConceptAnalysis, Soundscape, TrackList
+from director.schema import (
+    AlbumFrame,
+    AlbumPlan,
+    ConceptAnalysis,
+    Soundscape,
+    TrackList,
+)
 from director.templates import TemplateVarError, environment
 
 MAX_TRACKS = 30

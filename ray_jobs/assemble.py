@@ -6,7 +6,7 @@ with no Ray, no files and no clock of its own (``now`` is passed in).
 
   merge_items    streamed rows + recorded rows -> one row per item (streamed wins)
   track_row      a plan track + its job row (or the kept manifest row) -> a tracks row
-  cover_columns  a cover job row -> the albums-manifest cover fields
+  cover_columns  a cover job row -> the albums-manifest cover fields (cover_item: back)
   art_columns    an art job row -> the tracks-manifest art fields
   album_status   the items -> ok, or failed naming each missing item
   album_row      the plan, the items, the timings -> the albums row
@@ -65,6 +65,16 @@ def cover_columns(row: dict | None, reroll: int = 0) -> dict:
         "cover_score": _null(row.get("score")) if ok else None,
         "cover_reroll": int(row.get("reroll") or reroll),
     }
+
+
+def cover_item(album: dict) -> dict:
+    """The cover job row an albums-manifest row describes (``cover_columns`` read back): how a
+    re-run keeps a cover an earlier run made."""
+    return {"kind": KIND_COVER, "item_no": 0, "status": STATUS_OK, "path": album["cover_path"],
+            "seed": album["cover_seed"], "width": album["cover_width"], "height": album["cover_height"],
+            "gen_s": 0.0, "encode_s": 0.0, "worker": album.get("cover_worker"),
+            "prompt_note": album.get("cover_prompt_note"), "score": album.get("cover_score"),
+            "reroll": int(album.get("cover_reroll") or 0)}
 
 
 def art_columns(row: dict | None, lost: str = "art row lost", reroll: int = 0) -> dict:

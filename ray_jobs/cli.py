@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from albumforge.rows import STATUS_OK
+
 # flag -> dotted config key (None values are left to the preset / config file)
 _FLAGS = {
     "out": "out",
@@ -155,7 +157,7 @@ def generate_main(argv: list[str]) -> int:
         print(line)
     if summary.exit_code is not None:
         return summary.exit_code
-    return 0 if summary.n_failed == 0 and summary.status == "ok" else 1
+    return 0 if summary.n_failed == 0 and summary.status == STATUS_OK else 1
 
 
 def models_parser(action: str) -> argparse.ArgumentParser:

@@ -21,16 +21,22 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from albumforge.rows import KIND_ART, KIND_FAILED, reroll_key
 from actors.tags import tag_album
-from director.plan import check_templates, director_columns, load_failed_plan, load_saved_plan, resolve_director
-from ray_jobs import assemble, console
 from albumforge import manifest as mf
+from albumforge.rows import KIND_ART, KIND_FAILED, from_batch, reroll_key
+from director.plan import (
+    check_templates,
+    director_columns,
+    load_failed_plan,
+    load_saved_plan,
+    resolve_director,
+)
+from ray_jobs import assemble, console
 from ray_jobs.concepts import Concept, read_concepts
 from ray_jobs.config import RunConfig
 from ray_jobs.outlock import OutLock
-from ray_jobs.watch import Interrupts, PlacementWatch, StageAsk, drain
 from ray_jobs.resume import Finished, scan_finished
+from ray_jobs.watch import Interrupts, PlacementWatch, StageAsk, drain
 
 log = logging.getLogger("albumforge")
 
@@ -408,7 +414,7 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
                dynamic_ncols=True)
     with bar:
         def on_row(row: dict) -> None:
-            aid = writer.add(row)
+            aid = writer.add(from_batch(row))
             if aid is not None:
                 _write_album(writer, aid, summary)
                 bar.set_postfix(ok=summary.n_ok, failed=summary.n_failed, tracks=summary.n_tracks)
@@ -472,11 +478,9 @@ def _write_run_row(cfg: RunConfig, concepts_path: Path, director: str, started: 
         log.error("run %s: %s", summary.run_id, summary.error)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ray_jobs.cli import main as cli_main
+if __name__ == "__main__":  # ``python -m ray_jobs.generate ...`` (what ``ray job submit`` runs): the CLI's generate
+    import sys
 
-    return cli_main(["generate", *(argv if argv is not None else __import__("sys").argv[1:])])
+    from ray_jobs.cli import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["generate", *sys.argv[1:]]))

@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from actors.jobs import rows_of
-from albumforge.rows import KIND_ART, KIND_COVER, KIND_TRACK, failed_plan_row, job_row, reroll_key
+from albumforge.rows import (
+    KIND_ART,
+    KIND_COVER,
+    KIND_TRACK,
+    failed_plan_row,
+    job_row,
+    reroll_key,
+)
 from director.plan import load_saved_plan, make_director, save_failed_plan, save_plan
 from director.redact import scrub, scrub_tree
 from ray_jobs.config import PlanConfig

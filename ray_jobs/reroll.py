@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from albumforge.rows import KIND_ART, KIND_COVER, job_row
 from actors.jobs import batch_of, rows_of
 from albumforge import manifest as mf
-from ray_jobs.config import RunConfig
+from albumforge.rows import KIND_ART, KIND_COVER, from_batch, job_row
 from ray_jobs import assemble
+from ray_jobs.config import RunConfig
 
 log = logging.getLogger("albumforge.reroll")
 
@@ -140,8 +140,8 @@ def regenerate(out: Path, cfg: RunConfig, picks: list[Pick], run_id: str, actor=
         by_no = {int(t["track_no"]): t for t in tracks}
         cover_error = None
         for p, r in group:
-            ok = r["status"] == "ok"
-            p.new_score = float(r["score"]) if ok and r["score"] == r["score"] else None
+            ok = r["status"] == mf.STATUS_OK
+            p.new_score = from_batch(r)["score"] if ok else None
             p.error = None if ok else str(r["error"])
             if p.kind == KIND_COVER:
                 album.update(assemble.cover_columns(r))

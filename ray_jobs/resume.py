@@ -13,10 +13,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from albumforge.rows import KIND_ART, KIND_TRACK, item_seed, reroll_key  # noqa: F401 (re-exported)
 from actors.records import album_records
 from albumforge import manifest as mf
-from ray_jobs.assemble import ART_NONE
+from albumforge.rows import KIND_ART, KIND_TRACK, item_seed, reroll_key  # noqa: F401 (re-exported)
+from ray_jobs.assemble import ART_NONE, cover_item
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,8 @@ def _scan_manifests(out: Path, aid: str, found: Finished) -> dict[str, int]:
     items: dict[int, dict] = {}
     art: dict[int, dict] = {}
     rerolls = {"cover": int(album.get("cover_reroll") or 0)}
-    if album["status"] == mf.STATUS_OK or album.get("cover_path"):
-        if _exists(out, album.get("cover_path")):
-            items[0] = {"status": "ok", "path": album["cover_path"], "seed": album["cover_seed"],
-                        "width": album["cover_width"], "height": album["cover_height"],
-                        "gen_s": 0.0, "encode_s": 0.0, "worker": album.get("cover_worker"),
-                        "prompt_note": album.get("cover_prompt_note"), "score": album.get("cover_score"),
-                        "reroll": rerolls["cover"]}
+    if _exists(out, album.get("cover_path")):
+        items[0] = cover_item(album)
     for t in tracks:
         no = int(t["track_no"])
         if t["status"] == mf.STATUS_OK and all(_exists(out, p) for p in (t["paths"] or [t["path"]])):

@@ -22,8 +22,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from director.schema import AlbumPlan
 from albumforge import manifest as mf
+from director.schema import AlbumPlan
 
 SR = 32000
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -8,8 +8,17 @@ from datetime import datetime, timezone
 import pytest
 
 from albumforge import manifest as mf
-from albumforge.rows import (KIND_ART, KIND_COVER, KIND_TRACK, STATUS_FAILED, STATUS_OK, failed_plan_row,
-                             from_batch, item_seed, job_row)
+from albumforge.rows import (
+    KIND_ART,
+    KIND_COVER,
+    KIND_TRACK,
+    STATUS_FAILED,
+    STATUS_OK,
+    failed_plan_row,
+    from_batch,
+    item_seed,
+    job_row,
+)
 from ray_jobs import assemble
 from ray_jobs.config import RunConfig
 
@@ -101,3 +110,9 @@ def test_manifest_writes_reject_misspelt_and_missing_keys(tmp_path):
     with pytest.raises(mf.ManifestError, match=r"missing keys \['wall_s'\]"):
         mf.write_manifest(tmp_path, "runs", "r2", [{k: v for k, v in row.items() if k != "wall_s"}])
     assert not (tmp_path / "manifests" / "runs" / "r2.parquet").exists()
+
+
+def test_cover_item_reads_back_what_cover_columns_wrote():
+    row = _done(job_row("a1", KIND_COVER, 0, 1, "s", 0, 0, reroll=2), score=0.4, prompt_note="chunked")
+    back = assemble.cover_item(assemble.cover_columns(row))
+    assert assemble.cover_columns(back) == assemble.cover_columns(row)

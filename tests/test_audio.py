@@ -18,9 +18,9 @@ from mutagen.oggvorbis import OggVorbis
 from PIL import Image
 from scipy.signal import resample
 
-from albumforge.atomic import WriteError, atomic_path
 from actors.audio import crossfade, master, true_peak, write_audio
 from actors.tags import tag_album
+from albumforge.atomic import WriteError, atomic_path
 
 SR = 32000
 

@@ -16,17 +16,25 @@ import pyarrow.parquet as pq
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from catalog_fixtures import (
+    ALBUMS,
+    AlbumSpec,
+    TrackSpec,
+    make_out,
+    missing_service,
+    resume,
+    write_album,
+)
 from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.engine import make_url
 
+from albumforge import manifest
+from albumforge.manifest import ManifestError
 from catalog.commands import load_main
 from catalog.db import load as loader
 from catalog.db import migrate
 from catalog.db.load import DB_FILE, load, make_engine, safe_url
 from catalog.db.models import Album, AlbumGenre, Base, Run, Track
-from catalog_fixtures import ALBUMS, AlbumSpec, TrackSpec, make_out, missing_service, resume, write_album
-from albumforge import manifest
-from albumforge.manifest import ManifestError
 
 PG_ENV = "ALBUMFORGE_TEST_PG_URL"
 

@@ -20,15 +20,20 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from openai_server import (  # noqa: E402
-    ScriptedOpenAI, good, good_plan, hang, reply, reply_json, status,
+    ScriptedOpenAI,
+    good,
+    good_plan,
+    hang,
+    reply,
+    reply_json,
+    status,
 )
 
 from director.llm import DirectorError, LLMDirector, extract_json, forget_server_formats  # noqa: E402
 from director.plan import check_templates, load_failed_plan  # noqa: E402
-from ray_jobs.planner import Planner  # noqa: E402
 from director.schema import AlbumPlan  # noqa: E402
 from director.templates import TemplateVarError  # noqa: E402
-
+from ray_jobs.planner import Planner  # noqa: E402
 
 KEY = "sk-albumforge-TEST-c0ffee-5ecret-0042"
 CONCEPT = "a harbour at night, ferries and sodium lamps"
@@ -419,7 +424,14 @@ from openai_server import minimal_answer, minimal_instance  # noqa: E402
 from pydantic import BaseModel, Field, field_validator  # noqa: E402
 
 from director import contract  # noqa: E402
-from director.contract import NOT_EXPRESSIBLE, STRICT_KEYWORDS, Ask, text_pattern, unstated, wire_schema  # noqa: E402
+from director.contract import (  # noqa: E402
+    NOT_EXPRESSIBLE,
+    STRICT_KEYWORDS,
+    Ask,
+    text_pattern,
+    unstated,
+    wire_schema,
+)
 from director.schema import TrackList  # noqa: E402
 from director.steps import STEPS  # noqa: E402
 

@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 
 from actors.image import ImageActor
-from albumforge.rows import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
-from ray_jobs.config import ImageConfig, MusicConfig
 from actors.jobs import batch_of
 from actors.music import MusicActor
+from albumforge.rows import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
+from ray_jobs.config import ImageConfig, MusicConfig
 
 pytestmark = [
     pytest.mark.gpu,

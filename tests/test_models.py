@@ -244,8 +244,8 @@ def test_reroll_stops_before_marking_when_an_image_model_is_missing(tmp_path, mo
 
     from albumforge import manifest as mf
     from ray_jobs.cli import main
-    from tests.catalog_fixtures import write_manifest
     from ray_jobs.reroll import reroll_main
+    from tests.catalog_fixtures import write_manifest
 
     out = tmp_path / "out"
     cfg = RunConfig.load(preset="real", **{"out": out, "image.model_id": "albumforge-test/absent-sd"})

@@ -11,11 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from actors.engines import music_class
+from actors.jobs import batch_of
+from actors.music import MusicActor
 from albumforge.rows import KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
 from ray_jobs.config import MusicConfig
-from actors.jobs import batch_of
-from actors.engines import music_class
-from actors.music import MusicActor
 
 WINDOW, STRIDE, FADE = 2.0, 1.2, 0.4
 
@@ -126,8 +126,13 @@ def test_music_class_follows_the_config_model_type():
 def tiny_melody(tmp_path_factory, tiny_cache):
     """A tiny musicgen-melody checkpoint from the tiny MusicGen's parts, saved like the hub's
     (its preprocessor config names the chroma feature extractor, which needs torchaudio)."""
-    from transformers import (AutoConfig, AutoTokenizer, MusicgenMelodyConfig, MusicgenMelodyDecoderConfig,
-                              MusicgenMelodyForConditionalGeneration)
+    from transformers import (
+        AutoConfig,
+        AutoTokenizer,
+        MusicgenMelodyConfig,
+        MusicgenMelodyDecoderConfig,
+        MusicgenMelodyForConditionalGeneration,
+    )
 
     from actors.tiny import ensure_tiny
 

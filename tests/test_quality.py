@@ -17,16 +17,15 @@ import pytest
 from PIL import Image
 
 from actors.image import ImageActor
-from albumforge.rows import KIND_ART, KIND_COVER, RESULT_DEFAULTS
 from actors.jobs import batch_of, rows_of
 from actors.quality import ClipScorer, clip_score, plan_text, text_similarity
 from albumforge import manifest as mf
-from tests.catalog_fixtures import write_manifest
+from albumforge.rows import KIND_ART, KIND_COVER, RESULT_DEFAULTS, item_seed
+from ray_jobs.assemble import art_columns, cover_columns
 from ray_jobs.config import RunConfig
 from ray_jobs.reroll import reroll_main
-from albumforge.rows import item_seed
-from ray_jobs.assemble import art_columns, cover_columns
 from ray_jobs.resume import scan_finished
+from tests.catalog_fixtures import write_manifest
 
 ALBUMS = {"a1": "a red moon over quiet hills", "b2": "a blue sea at dawn with gulls", "c3": "a neon city in rain"}
 TRACKS = 2

@@ -11,12 +11,20 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from catalog_fixtures import (
+    ALBUMS,
+    HOSTILE,
+    HOSTILE_FAILED,
+    AlbumSpec,
+    make_out,
+    write_album,
+    write_tone,
+)
 
+from albumforge import manifest
 from catalog.commands import site_main
 from catalog.site import STATE_FILE, build_site, build_site_report
 from catalog.slugs import album_slug, resolve_inside, safe_id, slugify
-from catalog_fixtures import ALBUMS, HOSTILE, HOSTILE_FAILED, AlbumSpec, make_out, write_album, write_tone
-from albumforge import manifest
 
 REPO = Path(__file__).resolve().parent.parent
 

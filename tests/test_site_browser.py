@@ -8,10 +8,17 @@ client-side filter works without a server; hostile text runs no script.
 from __future__ import annotations
 
 import pytest
+from catalog_fixtures import (
+    ALBUMS,
+    CHROMIUM_ARGS,
+    HOSTILE,
+    HOSTILE_FAILED,
+    chromium_path,
+    make_out,
+)
 
 from catalog.site import build_site
 from catalog.slugs import album_slug
-from catalog_fixtures import ALBUMS, CHROMIUM_ARGS, HOSTILE, HOSTILE_FAILED, chromium_path, make_out
 
 pytestmark = pytest.mark.slow
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from catalog_fixtures import ALBUMS, make_out, resume
 
+from albumforge.manifest import read_manifest
 from catalog.commands import stats_main
 from catalog.stats import compute_stats, format_stats, printable
-from catalog_fixtures import ALBUMS, make_out, resume
-from albumforge.manifest import read_manifest
 
 
 @pytest.fixture

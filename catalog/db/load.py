@@ -21,10 +21,16 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, create_engine, delete, event, select, tuple_
 from sqlalchemy.engine import make_url
 
+from albumforge.manifest import (
+    STATUS_FAILED,
+    STATUS_OK,
+    ManifestError,
+    manifest_files,
+    read_file,
+)
 from catalog.db import migrate
-from catalog.db.models import AlbumGenre, Album, Run, Track
+from catalog.db.models import Album, AlbumGenre, Run, Track
 from catalog.read import json_object
-from albumforge.manifest import STATUS_FAILED, STATUS_OK, ManifestError, manifest_files, read_file
 
 log = logging.getLogger(__name__)
 
