@@ -55,7 +55,10 @@ class Song:
     def meta(self, name: str) -> str:
         """An input column when given, else the file's tag ("" when neither)."""
         value = self.inputs.get(name)
-        return str(value).strip() if value not in (None, "") else str(self.tags.get(name) or "")
+        if value not in (None, ""):
+            return str(value).strip()
+        value = str(self.tags.get(name) or "")
+        return value or (Path(self.path).stem if name == "title" else "")  # no title tag: the file's name
 
 
 @dataclass
