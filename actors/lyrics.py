@@ -4,7 +4,8 @@ Per call, for the song rows of a batch (``kind == "lyrics"``; other rows pass th
 
   1. a song whose lyrics came from a tag (USLT, LYRICS, ...) is not transcribed
   2. decode to 16 kHz mono (PyAV, inside faster-whisper); a file that decodes to nothing,
-     to digital silence, or to more than ``max_minutes`` is a failed row naming why
+     to less than half of what its header announces (truncated), to digital silence, or
+     to more than ``max_minutes`` is a failed row naming why
   3. transcribe: voice activity filter (Silero VAD) first, so music-only stretches are
      skipped instead of hallucinated over; language detected (multilingual models) or
      fixed; long songs run in Whisper's 30 s windows, or batched windows on a GPU
@@ -167,6 +168,10 @@ class LyricsActor(GuardedStage):
         seconds = len(audio) / SAMPLE_RATE
         if seconds < 0.1:
             raise _SongError(f"{path}: no audio decoded ({seconds:.2f} s): truncated or not audio")
+        announced = float(batch["song_s"][i])  # the container header's length (NaN: unknown)
+        if announced == announced and seconds < 0.5 * announced:
+            raise _SongError(f"{path}: truncated: {seconds:.1f} s of audio decoded, the header announces "
+                             f"{announced:.1f} s")
         if seconds > self.max_s:
             raise _SongError(f"{path}: {seconds / 60:.1f} minutes is longer than max_minutes {self.max_s / 60:g}")
         peak = float(np.max(np.abs(audio)))
