@@ -287,3 +287,24 @@ def test_covers_end_to_end_resume_site_and_load(songs, tmp_path, tiny_cache):
     assert l.returncode == 0 and "4 songs" in l.stdout, l.stdout + l.stderr
     st = _cli("stats", out)
     assert "songs         3 ok (1 instrumental), 1 failed" in st.stdout, st.stdout
+
+
+def test_songs_table_has_every_manifest_column_and_migrates(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from catalog.db import migrate
+    from catalog.db.load import make_engine
+    from catalog.db.models import Base, Song
+    from ray_jobs import manifest
+
+    assert [f.name for f in manifest.SONGS if f.name not in {c.name for c in Song.__table__.columns}] == []
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    try:
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
+        migrate.downgrade(engine, "0004")
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
