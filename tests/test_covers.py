@@ -254,6 +254,8 @@ def test_covers_end_to_end_resume_site_and_load(songs, tmp_path, tiny_cache):
     for name in ("mix6", "instrumental", "tagged"):
         (src / songs[name].name).write_bytes(songs[name].read_bytes())
     (src / "text.mp3").write_bytes((songs["bad_dir"] / "text.mp3").read_bytes())
+    hostile = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"
+    tag_file(src / "tagged.mp3", {"title": "Paper Boats", "artist": hostile, "lyrics": TAG_LYRICS + "\n<b>bold</b>"})
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     out = tmp_path / "out"
     r = _cli("covers", src, "--out", out, "--address", "local", "--embed", "--tiny-cache", tiny_cache,
@@ -283,6 +285,8 @@ def test_covers_end_to_end_resume_site_and_load(songs, tmp_path, tiny_cache):
     assert s.returncode == 0, s.stderr
     page = (out / "site" / "songs.html").read_text()
     assert "Paper Boats" in page and "paper boats on a silver lake" in page and "<audio" in page
+    assert "<script>document" not in page and "&lt;script&gt;document.title" in page  # tags escaped
+    assert "<b>bold" not in page and "&lt;b&gt;bold" in page  # lyrics escaped
     l = _cli("load", out)
     assert l.returncode == 0 and "4 songs" in l.stdout, l.stdout + l.stderr
     st = _cli("stats", out)
