@@ -288,8 +288,9 @@ def covers_main(argv: list[str]) -> int:
     from ray_jobs.models import preflight
     from ray_jobs.outlock import OutHeld
 
-    if preflight(cfg, f"albumforge models fetch --engine {args.engine} (covers: fetch the Whisper and image models)",
-                 parts=("image", "lyrics")):
+    fetch = (f"albumforge models fetch --engine {args.engine} (the image models); python -c \"from faster_whisper "
+             f"import download_model; download_model('{cfg.lyrics.model}')\" (Whisper)")
+    if preflight(cfg, fetch, parts=("image", "lyrics")):
         return 2
     run_id = console.new_run_id()
     log_path = console.log_to(cfg.out, run_id)
