@@ -55,6 +55,7 @@ def _join(*parts: str) -> str:
 
 class ImageActor(GuardedStage):
     actor_name = "ImageActor"
+    media_folder = staticmethod(media_dir)  # where a row's images go: media/<album_id> (songs: media/songs/<id>)
 
     def __init__(self, out: str, image: ImageConfig, tiny_cache: str, run_id: str | None = None,
                  max_deaths: int = 3):
@@ -204,7 +205,7 @@ class ImageActor(GuardedStage):
     # ------------------------------------------------------------ files and columns
     def _write(self, batch, i, image, gen_s: float, note: str, score: float) -> None:
         t0 = time.perf_counter()
-        rel = f"{media_dir(str(batch['album_id'][i]))}/{image_name(str(batch['kind'][i]), int(batch['item_no'][i]))}"
+        rel = f"{self.media_folder(str(batch['album_id'][i]))}/{image_name(str(batch['kind'][i]), int(batch['item_no'][i]))}"
         try:
             with atomic_path(self.out / rel) as tmp:  # this writer's own temp name, removed on error
                 image.save(tmp, format="PNG")

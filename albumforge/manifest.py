@@ -130,7 +130,63 @@ RUNS = pa.schema(
     ]
 )
 
-SCHEMAS = {"albums": ALBUMS, "tracks": TRACKS, "runs": RUNS}
+# ``albumforge covers``: one file per song, songs/<song_id>.parquet (one row; the song's completion marker)
+SONGS = pa.schema(
+    [
+        pa.field("song_id", pa.string(), nullable=False),  # hash of the file's bytes
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # ok | failed
+        pa.field("error", pa.string()),
+        pa.field("source", pa.string()),  # where it was named: "songs/a.mp3", "list.csv:3"
+        pa.field("path", pa.string()),  # the input file as read (never modified)
+        pa.field("duplicate_paths", pa.list_(pa.string())),  # other files with the same bytes
+        pa.field("size_bytes", pa.int64()),
+        pa.field("title", pa.string()),  # list columns win over the file's tags
+        pa.field("artist", pa.string()),
+        pa.field("album", pa.string()),
+        pa.field("genre", pa.string()),
+        pa.field("year", pa.string()),
+        pa.field("tags_json", pa.string()),  # the file's own tags, JSON object
+        pa.field("inputs_json", pa.string()),  # a list file's extra columns, JSON object
+        pa.field("duration_s", pa.float64()),
+        pa.field("lyrics", pa.string()),  # null: instrumental or failed
+        pa.field("lyrics_source", pa.string()),  # whisper | tag:USLT | tag:LYRICS | ... | null
+        pa.field("language", pa.string()),
+        pa.field("language_prob", pa.float64()),
+        pa.field("instrumental", pa.bool_()),
+        pa.field("speech_s", pa.float64()),  # seconds the voice activity filter kept
+        pa.field("transcribe_s", pa.float64()),  # decode + Whisper seconds (0: lyrics from a tag)
+        pa.field("lyrics_model", pa.string()),
+        pa.field("segments_json", pa.string()),  # [[start_s, end_s, text], ...]
+        pa.field("lyrics_worker", pa.string()),  # JSON: the actor that transcribed it
+        pa.field("summary", pa.string()),  # the cover plan
+        pa.field("motifs", pa.list_(pa.string())),
+        pa.field("palette", pa.list_(pa.string())),
+        pa.field("mood", pa.string()),
+        pa.field("cover_prompt", pa.string()),
+        pa.field("plan_path", pa.string()),  # relative to OUT
+        pa.field("director", pa.string()),
+        pa.field("director_model", pa.string()),
+        pa.field("director_attempts", pa.int32()),
+        pa.field("tokens_in", pa.int64()),
+        pa.field("tokens_out", pa.int64()),
+        pa.field("plan_s", pa.float64()),
+        pa.field("cover_path", pa.string()),  # relative to OUT
+        pa.field("cover_seed", pa.int64()),
+        pa.field("cover_width", pa.int32()),
+        pa.field("cover_height", pa.int32()),
+        pa.field("cover_score", pa.float64()),  # CLIP score against cover_prompt
+        pa.field("cover_prompt_note", pa.string()),
+        pa.field("cover_worker", pa.string()),
+        pa.field("image_model", pa.string()),
+        pa.field("image_s", pa.float64()),
+        pa.field("embedded_path", pa.string()),  # the copy with the cover embedded (--embed), relative to OUT
+        pa.field("engine", pa.string()),  # the image engine: tiny | real
+        pa.field("finished_at", _ts),
+    ]
+)
+
+SCHEMAS = {"albums": ALBUMS, "tracks": TRACKS, "runs": RUNS, "songs": SONGS}
 
 
 class ManifestError(ValueError):

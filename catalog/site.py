@@ -79,9 +79,18 @@ def build_site_report(out: Path, site_dir: Path | None = None, base_url: str | N
         for src, dest in page["media"]:
             writer.link(src, dest)
 
+    # songs (`albumforge covers`): their own page, their covers and embedded copies
+    from catalog.songs import song_layout
+
+    songs, failed_songs = song_layout(out, _media)
+    for s in songs:
+        for src, dest in s["media"]:
+            writer.link(src, dest)
+
     # 5. render pages in a fixed order
     env = _environment()
-    ctx = {"base_url": base_url, "n_failed": len(cat.failed_albums), "n_runs": len(cat.runs)}
+    ctx = {"base_url": base_url, "n_failed": len(cat.failed_albums), "n_runs": len(cat.runs),
+           "n_songs": len(songs) + len(failed_songs)}
     for page in pages:
         html = env.get_template("album.html").render(
             **ctx, root="../", path=page["href"], album=page["album"], tracks=page["tracks"],
@@ -95,8 +104,12 @@ def build_site_report(out: Path, site_dir: Path | None = None, base_url: str | N
     writer.text("runs.html", env.get_template("runs.html").render(
         **ctx, root="", path="runs.html", runs=_runs(cat), failed_albums=cat.failed_albums,
         failed_tracks=_failed_tracks(cat, pages)))
+    if songs or failed_songs:
+        writer.text("songs.html", env.get_template("songs.html").render(
+            **ctx, root="", path="songs.html", songs=songs, failed=failed_songs))
     if base_url:
-        paths = ["index.html", "runs.html"] + [p["href"] for p in pages]
+        paths = ["index.html", "runs.html"] + (["songs.html"] if songs or failed_songs else []) \
+            + [p["href"] for p in pages]
         writer.text("sitemap.xml", env.get_template("sitemap.xml").render(base_url=base_url, paths=paths))
     for f in sorted((SITE_SRC / "static").rglob("*")):
         if f.is_file():

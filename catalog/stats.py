@@ -58,6 +58,19 @@ def compute_stats(out: Path) -> dict:
         "tracks_per_album": {k: per_album[f"tracks_{k}"] for k in ("mean", "min", "max")},
         "top_genres": [(r["genre"], r["albums"]) for r in genres.iter_rows(named=True)],
         "top_errors": [(r["error"], r["albums"]) for r in errors.iter_rows(named=True)],
+        **song_stats(out),
+    }
+
+
+def song_stats(out: Path) -> dict:
+    """``albumforge covers``: songs with a cover, instrumental ones among them, failed songs."""
+    songs = _frame(out, "songs")
+    ok = songs.filter(pl.col("status") == STATUS_OK)
+    return {
+        "songs_ok": ok.height,
+        "songs_instrumental": ok.filter(pl.col("instrumental").fill_null(False)).height,
+        "songs_failed": songs.height - ok.height,
+        "songs_transcribed": ok.filter(pl.col("lyrics_source") == "whisper").height,
     }
 
 
@@ -84,6 +97,9 @@ def format_stats(s: dict) -> str:
         "top genres",
     ]
     lines += [f"  {n:>4}  {printable(g)}" for g, n in s["top_genres"]] or ["  (none)"]
+    if s.get("songs_ok") or s.get("songs_failed"):  # only where `albumforge covers` ran
+        lines.insert(3, f"songs         {s['songs_ok']} ok ({s['songs_instrumental']} instrumental), "
+                        f"{s['songs_failed']} failed; {s['songs_transcribed']} transcribed")
     if s["top_errors"]:
         lines.append("top failure reasons")
         lines += [f"  {n:>4}  {printable(e)}" for e, n in s["top_errors"]]

