@@ -289,10 +289,32 @@ def test_covers_end_to_end_resume_site_and_load(songs, tmp_path, tiny_cache):
     assert "Paper Boats" in page and "paper boats on a silver lake" in page and "<audio" in page
     assert "<script>document" not in page and "&lt;script&gt;document.title" in page  # tags escaped
     assert "<b>bold" not in page and "&lt;b&gt;bold" in page  # lyrics escaped
+    _no_script_runs(out / "site" / "songs.html", hostile)
     l = _cli("load", out)
     assert l.returncode == 0 and "4 songs" in l.stdout, l.stdout + l.stderr
     st = _cli("stats", out)
     assert "songs         3 ok (1 instrumental), 1 failed" in st.stdout, st.stdout
+
+
+def _no_script_runs(page_path: Path, hostile: str) -> None:
+    """The songs page in real headless Chromium: hostile tags show as text and run nothing."""
+    from tests.catalog_fixtures import CHROMIUM_ARGS, chromium_path
+
+    path = chromium_path()  # skips (or, in CI, fails) when there is no Chromium
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page()
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(page_path.as_uri())
+        page.wait_for_load_state("load")
+        page.wait_for_timeout(300)  # let an injected onerror fire, if there were one
+        assert page.title() != "pwned" and dialogs == []
+        assert page.evaluate("document.querySelectorAll('[onerror], script:not([src])').length") == 0
+        assert hostile in page.inner_text("body")  # shown as text
+        browser.close()
 
 
 def test_songs_table_has_every_manifest_column_and_migrates(tmp_path):
