@@ -383,11 +383,9 @@ def summary_lines(summary: CoversSummary, log_path: Path | None, limit: int = 10
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ray_jobs.cli import main as cli_main
+if __name__ == "__main__":  # ``python -m ray_jobs.covers ...`` (the ``ray job submit`` entry): the CLI's covers
+    import sys
 
-    return cli_main(["covers", *(argv if argv is not None else __import__("sys").argv[1:])])
+    from ray_jobs.cli import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["covers", *sys.argv[1:]]))
