@@ -295,6 +295,24 @@ def _merge(base: dict, top: dict) -> dict:
     return merged
 
 
+def layered(preset: dict, path: Path | None, overrides: dict) -> dict:
+    """Config data: a preset <- a config file (TOML or JSON) <- overrides (dotted keys, None: unset)."""
+    data: dict = copy.deepcopy(preset)  # overrides below must not change the preset itself
+    if path is not None:
+        path = Path(path)
+        text = path.read_text()
+        data = _merge(data, tomllib.loads(text) if path.suffix == ".toml" else json.loads(text))
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return data
+
+
 class RunConfig(_Section):
     out: Path = Field(Path("out"), description="output folder: media, manifests, plans, logs")
     seed: int = Field(0, description="base seed: album, track and cover seeds derive from it")
@@ -317,20 +335,7 @@ class RunConfig(_Section):
         """Defaults <- preset <- config file (TOML or JSON) <- overrides (dotted keys)."""
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r} (expected one of {sorted(PRESETS)})")
-        data: dict = copy.deepcopy(PRESETS[preset])  # overrides below must not change the preset itself
-        if path is not None:
-            path = Path(path)
-            text = path.read_text()
-            data = _merge(data, tomllib.loads(text) if path.suffix == ".toml" else json.loads(text))
-        for key, value in overrides.items():
-            if value is None:
-                continue
-            node = data
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
-        return cls.model_validate(data)
+        return cls.model_validate(layered(PRESETS[preset], path, overrides))
 
     def plan_settings(self, director: str) -> dict:
         """What changes a plan, and so the album_id (``director``: the resolved one)."""

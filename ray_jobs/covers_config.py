@@ -7,16 +7,13 @@ Unknown keys are errors; CLI flags override a config file, which overrides the p
 
 from __future__ import annotations
 
-import copy
-import json
-import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from albumforge.resources import user_cache_dir
-from ray_jobs.config import Engine, FaultConfig, ImageConfig, PlanConfig, _merge, _Section
+from ray_jobs.config import Engine, FaultConfig, ImageConfig, PlanConfig, _Section, layered
 
 
 class LyricsConfig(_Section):
@@ -67,17 +64,5 @@ class CoversConfig(_Section):
         """Defaults <- preset <- config file (TOML or JSON) <- overrides (dotted keys)."""
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r} (expected one of {sorted(PRESETS)})")
-        data: dict = copy.deepcopy(PRESETS[preset])
-        if path is not None:
-            text = Path(path).read_text()
-            data = _merge(data, tomllib.loads(text) if Path(path).suffix == ".toml" else json.loads(text))
-        for key, value in overrides.items():
-            if value is None:
-                continue
-            node = data
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
-        return cls.model_validate(data)
+        return cls.model_validate(layered(PRESETS[preset], path, overrides))
 
