@@ -61,13 +61,14 @@ def main() -> None:
     ap.add_argument("--engine", choices=["tiny", "real"], default="tiny")
     ap.add_argument("--tracks", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--address", default="local", help="Ray address (default: a new local Ray, never a running one)")
     args = ap.parse_args()
     concepts = [f"{IDEAS[k % len(IDEAS)]} (album {k})" for k in range(args.albums)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cfg = RunConfig.load(preset=args.engine, out=tmp / "pipeline",
                              **{"plan.tracks_per_album": args.tracks, "plan.track_seconds": args.seconds,
-                                "plan.director": "offline"})
+                                "plan.director": "offline", "ray_address": args.address})
         (tmp / "c.txt").write_text("\n".join(concepts) + "\n")
         t = time.perf_counter()
         summary = run(tmp / "c.txt", cfg)
