@@ -71,9 +71,15 @@ class MusicConfig(_Section):
     fade_out_s: float = Field(2.0, ge=0)
     formats: list[Literal["ogg", "mp3", "flac", "wav"]] = ["ogg"]  # first one is the primary path
     compression_level: float = Field(0.2, ge=0, le=1)  # OGG/MP3/FLAC: 0 best quality (largest) .. 1 smallest
-    num_gpus: float = Field(0.5, ge=0, le=8)  # fraction of a GPU per actor
+    # GPU share per actor (ray_jobs/placement.py): None derives it from gpu_memory_gb and the card's memory so
+    # that one music and one image actor share a card and never over-commit it; a number is checked against them
+    num_gpus: float | None = Field(None, ge=0, le=1)
+    gpu_memory_gb: float | None = Field(None, gt=0)  # None: placement.MUSIC_MEMORY_GB for model_id at this
+    #   batch_size and window_s (the README's table); set it for a fine-tune or a folder with another name
     num_cpus: float = Field(1.0, gt=0)
-    max_actors: int | None = None  # None: as many as the cluster's GPUs (or CPUs) allow
+    min_actors: int = Field(1, ge=1)  # the pool shrinks to this when nodes leave or go idle
+    max_actors: int | None = Field(None, ge=1)  # None: what the cluster can grow to (autoscaler limits, else
+    #   cluster.grow_factor x the GPU nodes now), counting only nodes that can host the actor
 
     @model_validator(mode="after")
     def _windows(self):
@@ -85,11 +91,13 @@ class MusicConfig(_Section):
                              f"window_s - stride_s = {self.window_s - self.stride_s:g}")
         if not self.formats:
             raise ValueError("music formats must name at least one format")
+        _check_pool_bounds("music", self)
         return self
 
     def actor_kwargs(self) -> dict:
         """What MusicActor takes from this section (the driver adds out and tiny_cache)."""
-        return self.model_dump(mode="json", exclude={"batch_size", "num_gpus", "num_cpus", "max_actors"})
+        return self.model_dump(mode="json", exclude={"batch_size", "num_gpus", "num_cpus", "gpu_memory_gb",
+                                                         "min_actors", "max_actors"})
 
 
 class ImageConfig(_Section):
@@ -117,9 +125,12 @@ class ImageConfig(_Section):
     clip_model: str | None = "openai/clip-vit-base-patch32"  # CLIP score of each image vs its prompt (real
     #   engine: HF id or folder; tiny engine: a tiny random CLIP); None: no score
     batch_size: int = Field(4, ge=1)  # images (covers, track art) per pipeline call
-    num_gpus: float = Field(0.5, ge=0, le=8)
+    num_gpus: float | None = Field(None, ge=0, le=1)  # None: derived (see MusicConfig.num_gpus)
+    gpu_memory_gb: float | None = Field(None, gt=0)  # None: placement.IMAGE_MEMORY_GB (SD 1.x) scaled to
+    #   batch_size and the largest pass's pixels (hires included)
     num_cpus: float = Field(1.0, gt=0)
-    max_actors: int | None = None
+    min_actors: int = Field(1, ge=1)
+    max_actors: int | None = Field(None, ge=1)  # None: derived (see MusicConfig.max_actors)
 
     @field_validator("textual_inversion", mode="before")
     @classmethod
@@ -145,6 +156,7 @@ class ImageConfig(_Section):
                 " img2img steps: raise either"
             )
         load_style(self.style)  # a bad style name or file fails here, before any model loads
+        _check_pool_bounds("image", self)
         return self
 
     def hires_size(self) -> tuple[int, int]:
@@ -210,6 +222,23 @@ class Embedding(_Section):
     token: str | None = None  # None: the token stored in the file (A1111 files store none: then required)
 
 
+def _check_pool_bounds(section: str, cfg) -> None:
+    if cfg.max_actors is not None and cfg.min_actors > cfg.max_actors:
+        raise ValueError(f"{section} min_actors={cfg.min_actors} must not exceed max_actors={cfg.max_actors}")
+
+
+class ClusterConfig(_Section):
+    """What the pools may grow to and how actors share a card (ray_jobs/placement.py)."""
+
+    gpu_memory_gb: float | None = Field(None, gt=0)  # memory of one card; None: from the GPU nodes' accelerator
+    #   type when Ray reports one (placement.ACCELERATOR_MEMORY_GB, the smallest card wins), else 16 (V100-16GB)
+    cuda_context_gb: float = Field(0.5, ge=0)  # per actor process, on top of its model's declared memory
+    autoscaler_config: Path | None = None  # the launcher YAML whose node types bound the pools; None: the GCS's
+    #   autoscaler config, else ~/ray_bootstrap_config.yaml when it exists (what `ray up` leaves on the head)
+    grow_factor: float = Field(2.0, ge=1.0)  # no autoscaler limits known: pools may grow to this many times
+    #   the actors the GPU nodes hold now (nodes added by hand, KubeRay without autoscaler config)
+
+
 class FaultConfig(_Section):
     """How failures end (see actors/faults.py and ray_jobs/watch.py): bounded, and named."""
 
@@ -248,6 +277,7 @@ class RunConfig(_Section):
     music: MusicConfig = MusicConfig()
     image: ImageConfig = ImageConfig()
     faults: FaultConfig = FaultConfig()
+    cluster: ClusterConfig = ClusterConfig()
     # where tiny engines are built once: ~/.cache/albumforge/tiny-models ($XDG_CACHE_HOME honoured)
     tiny_cache: Path = Field(default_factory=lambda: user_cache_dir() / "tiny-models")
     ray_address: str | None = None  # None: join RAY_ADDRESS / a running job's cluster, else start local

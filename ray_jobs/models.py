@@ -165,7 +165,7 @@ def precision_of(cfg, asked: str = "auto") -> str:
     """fp16 or full: which weights of a diffusers repo to fetch (see the module doc)."""
     if asked != "auto":
         return asked
-    return "fp16" if cfg.gpus != "none" and cfg.image.num_gpus > 0 else "full"
+    return "fp16" if cfg.gpus != "none" and cfg.image.num_gpus != 0 else "full"  # None: a derived share
 
 
 # ---------------------------------------------------------------- choosing files (by name only)
