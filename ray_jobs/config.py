@@ -77,7 +77,9 @@ class MusicConfig(_Section):
     gpu_memory_gb: float | None = Field(None, gt=0)  # None: placement.MUSIC_MEMORY_GB for model_id at this
     #   batch_size and window_s (the README's table); set it for a fine-tune or a folder with another name
     num_cpus: float = Field(1.0, gt=0)
-    min_actors: int = Field(1, ge=1)  # the pool shrinks to this when nodes leave or go idle
+    min_actors: int | None = Field(None, ge=1)  # the pool never shrinks below this (Ray Data releases idle
+    #   actors above it; an actor whose node left is restarted on a node that joins); None: the actors the
+    #   nodes up at the start hold (at least 1), so warm models are not unloaded in a lull
     max_actors: int | None = Field(None, ge=1)  # None: what the cluster can grow to (autoscaler limits, else
     #   cluster.grow_factor x the GPU nodes now), counting only nodes that can host the actor
 
@@ -129,7 +131,7 @@ class ImageConfig(_Section):
     gpu_memory_gb: float | None = Field(None, gt=0)  # None: placement.IMAGE_MEMORY_GB (SD 1.x) scaled to
     #   batch_size and the largest pass's pixels (hires included)
     num_cpus: float = Field(1.0, gt=0)
-    min_actors: int = Field(1, ge=1)
+    min_actors: int | None = Field(None, ge=1)  # None: derived (see MusicConfig.min_actors)
     max_actors: int | None = Field(None, ge=1)  # None: derived (see MusicConfig.max_actors)
 
     @field_validator("textual_inversion", mode="before")
@@ -223,7 +225,7 @@ class Embedding(_Section):
 
 
 def _check_pool_bounds(section: str, cfg) -> None:
-    if cfg.max_actors is not None and cfg.min_actors > cfg.max_actors:
+    if cfg.max_actors is not None and cfg.min_actors is not None and cfg.min_actors > cfg.max_actors:
         raise ValueError(f"{section} min_actors={cfg.min_actors} must not exceed max_actors={cfg.max_actors}")
 
 

@@ -34,7 +34,7 @@ from director.plan import (
 )
 from ray_jobs import console
 from ray_jobs import manifest as mf
-from ray_jobs.placement import Placements, describe_pools, observe, strategy
+from ray_jobs.placement import Placements, describe_pools, observe, start_in_order, strategy
 from ray_jobs.concepts import Concept, read_concepts
 from ray_jobs.config import RunConfig
 from ray_jobs.outlock import OutLock
@@ -338,6 +338,7 @@ def _init_ray(cfg: RunConfig, verbosity: int = console.NORMAL) -> bool:
     # A block lost to a crashed actor must not end the job: its albums become failed
     # rows (see AlbumWriter) and the next run redoes them.
     ctx.max_errored_blocks = -1
+    start_in_order(ctx, cfg)  # music actors take their cards before image actors ask
     return started
 
 

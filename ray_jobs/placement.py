@@ -6,10 +6,12 @@ Two answers, worked out before the stream starts and kept in the run row
 1. **How many actors** (``plan_pools``). Each pool is an ``ActorPoolStrategy(min_size,
    max_size, initial_size)``: it starts with what the nodes up now can hold, Ray Data adds
    actors while work queues up (a pending actor is what makes an autoscaler add a node) and
-   releases idle ones down to ``min_actors``. ``max_size`` is what the cluster can grow to:
+   releases idle ones down to ``min_actors``; an actor whose node left is restarted where
+   a node has room. ``max_size`` is what the cluster can grow to:
    the autoscaler's node types times their ``max_workers`` (the GCS's autoscaler config, or
    the launcher YAML that ``ray up`` leaves on the head), else ``cluster.grow_factor`` times
-   what the nodes hold now. Only nodes that can host a stage count: a node's actors are the
+   what the nodes hold now; ``min_size`` is what the nodes up at the start hold (so warm
+   models are not unloaded in a lull). Only nodes that can host a stage count: a node's actors are the
    music+image pairs its cards *and* its CPUs hold, so a CPU-only head adds nothing.
 
 2. **How much of a card each actor asks for** (``gpu_shares``). Each model declares its
@@ -31,10 +33,11 @@ Two answers, worked out before the stream starts and kept in the run row
    The layout on a card (``card_layout``, the README's table): when a music and an image
    actor fit one card together, music asks for more than half (so no two music actors,
    the slow stage, ever share a card) and image for the rest of the card (so nothing else
-   squeezes in): each card holds one music and one image actor. Ray Data starts the music
-   pool first and Ray fills cards first-fit, so the music actors take one card each and
-   the image actors fill the rest. (Started in another order, two image actors may share
-   a card and one music actor wait: still within memory, only slower.) When the pair does
+   squeezes in): each card holds one music and one image actor. The music pool's first
+   actors are up before the image pool asks (``start_in_order``) and Ray fills cards
+   first-fit, so the music actors take one card each and the image actors fill the rest.
+   (Actors added later come one at a time per pool; should two image actors ever share a
+   card, one music actor waits: still within memory, only slower.) When the pair does
    not fit one card, each asks for its own need and cards hold what first fit gives them.
    Shares the user sets (``num_gpus``) are kept, and refused when below the declared need.
 """
@@ -74,6 +77,8 @@ ACCELERATOR_MEMORY_GB: dict[str, float] = {
 DEFAULT_CARD_GB = 16.0  # V100-16GB (AWS p3)
 EXCLUSIVE = 0.51  # a share above half a card: two such actors never share one
 STEP = 0.01  # shares are rounded up to this
+STAGE_CPU_RESERVE = 0.5  # per node: the planner actor and the explode tasks (0.25 CPU each) may land anywhere,
+#   and a pool's first actors must all fit (start_in_order waits for them)
 
 
 class PlacementError(ValueError):
@@ -183,7 +188,7 @@ def card_layout(shares: Shares, cards: int, n_music: int, n_image: int) -> list[
 def pairs_on_node(resources: dict, shares: Shares | None, cfg) -> int:
     """Music+image actor pairs one node can hold: its cards (with GPUs) and its CPUs."""
     cpus = float(resources.get("CPU", 0))
-    by_cpu = int(cpus // (cfg.music.num_cpus + cfg.image.num_cpus) + 1e-9)
+    by_cpu = int(max(0.0, cpus - STAGE_CPU_RESERVE) // (cfg.music.num_cpus + cfg.image.num_cpus) + 1e-9)
     if shares is None:
         return by_cpu
     cards = int(float(resources.get("GPU", 0)) + 1e-9)
@@ -305,12 +310,26 @@ def plan_pools(cfg, nodes: list[dict], limits: Limits | None = None) -> dict:
     plan["nodes_hold"], plan["grow_to"], plan["grow_source"] = now, most, source
     for stage, section in (("music", cfg.music), ("image", cfg.image)):
         hi = section.max_actors if section.max_actors is not None else most
+        start = max(1, now) if hi is None else max(1, min(now, hi))
+        lo = section.min_actors if section.min_actors is not None else start
         if hi is not None:
-            hi = max(hi, section.min_actors)
-        lo = section.min_actors
-        start = max(lo, now if hi is None else min(max(now, 1), hi))
+            hi = max(hi, lo)
+        start = max(start, lo)
         plan[f"{stage}_min"], plan[f"{stage}_max"], plan[f"{stage}_actors"] = lo, hi, start
     return plan
+
+
+def start_in_order(ctx, cfg) -> None:
+    """Make Ray Data start each pool only once the one before it is up (music, then image).
+
+    Ray Data starts operators in stream order but creates their actors asynchronously, and
+    seen on a 2-GPU node: both image actors (0.49) were granted card 0 first, then one music
+    actor (0.51) card 1, and the second music actor could never be placed. Waiting for each
+    pool's first actors (``wait_for_min_actors_s``) makes the music actors take one card
+    each before any image actor asks. Bounded by ``faults.placement_timeout_s``: a pool that
+    cannot start by then stops the run, named.
+    """
+    ctx.wait_for_min_actors_s = max(1, math.ceil(cfg.faults.placement_timeout_s))
 
 
 def strategy(plan: dict, stage: str):

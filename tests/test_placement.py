@@ -109,10 +109,11 @@ def test_sizing_counts_only_nodes_that_can_host_a_stage():
     # a small GPU worker and a CPU-only head: 2 cards, 3 CPUs (0.5 + 0.5 a pair): 2 pairs
     plan = P.plan_pools(cfg, [HEAD, {"CPU": 3.0, "GPU": 2.0}])
     assert (plan["music_actors"], plan["image_actors"]) == (2, 2)
-    # a worker whose CPUs hold one pair only: its second card does not count
-    assert P.plan_pools(cfg, [{"CPU": 16.0}, {"CPU": 1.0, "GPU": 2.0}])["music_actors"] == 1
+    # a worker whose CPUs hold one pair only: its second card does not count; nor a CPU-only node's CPUs
+    assert P.plan_pools(cfg, [{"CPU": 16.0}, {"CPU": 1.5, "GPU": 2.0}])["nodes_hold"] == 1
+    assert P.plan_pools(cfg, [{"CPU": 16.0}, {"CPU": 1.0, "GPU": 2.0}])["nodes_hold"] == 0
     # no autoscaler limits: room to grow (grow_factor x what the nodes hold now)
-    assert (plan["music_min"], plan["music_max"], plan["grow_source"]) == (1, 4, "grow_factor 2")
+    assert (plan["music_min"], plan["music_max"], plan["grow_source"]) == (2, 4, "grow_factor 2")
     # CPU-only runs keep a CPU for reads and plans
     cpu = P.plan_pools(_cfg("tiny", gpus="none"), [{"CPU": 8.0, "GPU": 4.0}])
     assert (cpu["music_actors"], cpu["music_gpus"]) == (7, 0.0)
@@ -144,7 +145,7 @@ def test_pools_grow_to_what_the_launcher_config_allows(tmp_path):
 def test_strategy_carries_the_bounds():
     plan = P.plan_pools(_cfg("tiny"), [HEAD, {"CPU": 3.0, "GPU": 2.0}])
     s = P.strategy(plan, "music")
-    assert (s.min_size, s.max_size, s.initial_size) == (1, 4, 2)
+    assert (s.min_size, s.max_size, s.initial_size) == (2, 4, 2)
 
 
 def test_placement_record_lists_each_actor_and_card():
