@@ -77,6 +77,7 @@ ACCELERATOR_MEMORY_GB: dict[str, float] = {
 DEFAULT_CARD_GB = 16.0  # V100-16GB (AWS p3)
 EXCLUSIVE = 0.51  # a share above half a card: two such actors never share one
 STEP = 0.01  # shares are rounded up to this
+START_WAIT_S = 1800  # loading a pool's first models (weights from a shared cache) may take minutes
 STAGE_CPU_RESERVE = 0.5  # per node: the planner actor and the explode tasks (0.25 CPU each) may land anywhere,
 #   and a pool's first actors must all fit (start_in_order waits for them)
 
@@ -326,10 +327,12 @@ def start_in_order(ctx, cfg) -> None:
     seen on a 2-GPU node: both image actors (0.49) were granted card 0 first, then one music
     actor (0.51) card 1, and the second music actor could never be placed. Waiting for each
     pool's first actors (``wait_for_min_actors_s``) makes the music actors take one card
-    each before any image actor asks. Bounded by ``faults.placement_timeout_s``: a pool that
-    cannot start by then stops the run, named.
+    each before any image actor asks. The wait covers loading the models (an actor is up
+    when its constructor returns), so it is long: START_WAIT_S past ``faults.placement_timeout_s``.
+    A pool that no live node can hold still ends the run after ``placement_timeout_s``
+    (``watch.PlacementWatch`` runs beside the wait).
     """
-    ctx.wait_for_min_actors_s = max(1, math.ceil(cfg.faults.placement_timeout_s))
+    ctx.wait_for_min_actors_s = max(1, math.ceil(cfg.faults.placement_timeout_s + START_WAIT_S))
 
 
 def strategy(plan: dict, stage: str):
