@@ -91,9 +91,28 @@ class MusicConfig(_Section):
     compression_level: float = Field(
         0.2, ge=0, le=1, description="OGG/MP3/FLAC: 0 best quality (largest) .. 1 smallest"
     )
-    num_gpus: float = Field(0.5, ge=0, le=8, description="fraction of a GPU per actor")
+    num_gpus: float | None = Field(
+        None, ge=0, le=1,
+        description="GPU share per music actor; None: derived from gpu_memory_gb and the card's memory so that one"
+        " music and one image actor share a card and never over-commit it (ray_jobs/placement.py); a number is"
+        " checked against them",
+    )
+    gpu_memory_gb: float | None = Field(
+        None, gt=0,
+        description="GPU memory one music actor needs; None: placement.MUSIC_MEMORY_GB for model_id at this"
+        " batch_size and window_s (the README's table); set it for a fine-tune or a folder with another name",
+    )
     num_cpus: float = Field(1.0, gt=0, description="CPUs each music actor reserves (always explicit: see FIELD-NOTES)")
-    max_actors: int | None = Field(None, description="None: as many as the cluster's GPUs (or CPUs) allow")
+    min_actors: int | None = Field(
+        None, ge=1,
+        description="the pool never shrinks below this; None: the actors the nodes up at the start hold (at least 1),"
+        " so warm models are not unloaded in a lull",
+    )
+    max_actors: int | None = Field(
+        None, ge=1,
+        description="None: what the cluster can grow to (autoscaler limits, else cluster.grow_factor x the GPU nodes"
+        " now), counting only nodes that can host the actor",
+    )
 
     @model_validator(mode="after")
     def _windows(self):
@@ -109,6 +128,7 @@ class MusicConfig(_Section):
             )
         if not self.formats:
             raise ValueError("music formats must name at least one format")
+        _check_pool_bounds("music", self)
         return self
 
 
@@ -160,9 +180,15 @@ class ImageConfig(_Section):
         description="CLIP score of each image vs its prompt (real engine: HF id or folder; tiny engine: a tiny random CLIP); None: no score",
     )
     batch_size: int = Field(4, ge=1, description="images (covers, track art) per pipeline call")
-    num_gpus: float = Field(0.5, ge=0, le=8, description="fraction of a GPU per image actor")
+    num_gpus: float | None = Field(None, ge=0, le=1, description="GPU share per image actor; None: derived (see music.num_gpus)")
+    gpu_memory_gb: float | None = Field(
+        None, gt=0,
+        description="GPU memory one image actor needs; None: placement.IMAGE_MEMORY_GB (SD 1.x) scaled to batch_size"
+        " and the largest pass's pixels (hires included)",
+    )
     num_cpus: float = Field(1.0, gt=0, description="CPUs each image actor reserves")
-    max_actors: int | None = None
+    min_actors: int | None = Field(None, ge=1, description="None: derived (see music.min_actors)")
+    max_actors: int | None = Field(None, ge=1, description="None: derived (see music.max_actors)")
 
     @field_validator("textual_inversion", mode="before")
     @classmethod
@@ -188,6 +214,7 @@ class ImageConfig(_Section):
                 " img2img steps: raise either"
             )
         load_style(self.style)  # a bad style name or file fails here, before any model loads
+        _check_pool_bounds("image", self)
         return self
 
     def hires_size(self) -> tuple[int, int]:
@@ -244,6 +271,32 @@ class Embedding(_Section):
     path: str  # .safetensors / .bin / .pt file, a folder, or an HF id
     token: str | None = Field(
         None, description="None: the token stored in the file (A1111 files store none: then required)"
+    )
+
+
+def _check_pool_bounds(section: str, cfg) -> None:
+    if cfg.max_actors is not None and cfg.min_actors is not None and cfg.min_actors > cfg.max_actors:
+        raise ValueError(f"{section} min_actors={cfg.min_actors} must not exceed max_actors={cfg.max_actors}")
+
+
+class ClusterConfig(_Section):
+    """What the pools may grow to and how actors share a card (ray_jobs/placement.py)."""
+
+    gpu_memory_gb: float | None = Field(
+        None, gt=0,
+        description="memory of one card; None: from the GPU nodes' accelerator type when Ray reports one"
+        " (placement.ACCELERATOR_MEMORY_GB, the smallest card wins), else 16 (V100-16GB)",
+    )
+    cuda_context_gb: float = Field(0.5, ge=0, description="per actor process, on top of its model's declared memory")
+    autoscaler_config: Path | None = Field(
+        None,
+        description="the launcher YAML whose node types bound the pools; None: the GCS's autoscaler config, else"
+        " ~/ray_bootstrap_config.yaml when it exists (what `ray up` leaves on the head)",
+    )
+    grow_factor: float = Field(
+        2.0, ge=1.0,
+        description="no autoscaler limits known: pools may grow to this many times the actors the GPU nodes hold"
+        " now (nodes added by hand, KubeRay without autoscaler config)",
     )
 
 
@@ -320,6 +373,7 @@ class RunConfig(_Section):
     music: MusicConfig = MusicConfig()
     image: ImageConfig = ImageConfig()
     faults: FaultConfig = FaultConfig()
+    cluster: ClusterConfig = ClusterConfig()
     # where tiny engines are built once: ~/.cache/albumforge/tiny-models ($XDG_CACHE_HOME honoured)
     tiny_cache: Path = Field(
         default_factory=lambda: user_cache_dir() / "tiny-models",

@@ -26,12 +26,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from albumforge.rows import KIND_COVER, KIND_FAILED, RESULT_DEFAULTS, item_seed
 from actors.lyrics import KIND_LYRICS, LYRICS_COLUMNS
-from ray_jobs import console
 from albumforge import manifest as mf
+from albumforge.rows import KIND_COVER, KIND_FAILED, RESULT_DEFAULTS, item_seed
+from ray_jobs import console
 from ray_jobs.covers_config import CoversConfig
-from ray_jobs.generate import FATAL_WRITE, _init_ray, _shutdown_ray, check_out, sweep_temp_files
+from ray_jobs.generate import (
+    FATAL_WRITE,
+    _init_ray,
+    _shutdown_ray,
+    check_out,
+    sweep_temp_files,
+)
 from ray_jobs.outlock import OutLock
 from ray_jobs.songs import Rejected, Song, read_songs
 from ray_jobs.watch import Interrupts, PlacementWatch, StageAsk, drain

@@ -13,7 +13,14 @@ from typing import Literal
 from pydantic import Field
 
 from albumforge.resources import user_cache_dir
-from ray_jobs.config import Engine, FaultConfig, ImageConfig, PlanConfig, _Section, layered
+from ray_jobs.config import (
+    Engine,
+    FaultConfig,
+    ImageConfig,
+    PlanConfig,
+    _Section,
+    layered,
+)
 
 
 class LyricsConfig(_Section):

@@ -35,6 +35,13 @@ from ray_jobs import assemble, console
 from ray_jobs.concepts import Concept, read_concepts
 from ray_jobs.config import RunConfig
 from ray_jobs.outlock import OutLock
+from ray_jobs.placement import (
+    Placements,
+    describe_pools,
+    observe,
+    start_in_order,
+    strategy,
+)
 from ray_jobs.resume import Finished, scan_finished
 from ray_jobs.watch import Interrupts, PlacementWatch, StageAsk, drain
 
@@ -62,6 +69,7 @@ class RunSummary:
     exit_code: int | None = None  # set when a signal stopped the run (130 SIGINT, 143 SIGTERM)
     resources: dict = field(default_factory=dict)
     sizes: dict = field(default_factory=dict)
+    placement: Placements = field(default_factory=Placements)  # where each actor ran
     failed: list = field(default_factory=list)  # (source, error) of each album this run failed
     own_ray: bool = False  # this run started (or connected to) Ray, and so shuts it down
     verbosity: int = console.NORMAL
@@ -72,30 +80,15 @@ class RunSummary:
         return self.wall_s / 60.0 / made if made else None
 
 
-def pool_sizes(resources: dict, cfg: RunConfig) -> dict:
-    """Actor counts and per-actor GPU asks from what the cluster has.
+def pool_sizes(resources: dict, cfg: RunConfig, nodes: list[dict] | None = None, limits=None) -> dict:
+    """Pool bounds and per-actor GPU shares (``ray_jobs.placement.plan_pools``).
 
-    With GPUs, one music and one image actor share a card at the default 0.5 + 0.5.
-    Without, the pools run on CPUs (``num_gpus`` 0) and leave a CPU for reads and plans.
+    ``nodes``: each live node's resources (None: ``resources`` as one node); ``limits``: what
+    the autoscaler may add (``placement.find_limits``; None: ``cluster.grow_factor``).
     """
-    gpus = float(resources.get("GPU", 0)) if cfg.gpus == "auto" else 0.0
-    cpus = float(resources.get("CPU", 1))
-    m, i = cfg.music, cfg.image
-    if gpus > 0:
-        per_pair = (m.num_gpus + i.num_gpus) or 1.0
-        n = max(1, int(gpus // per_pair))
-        music_gpu, image_gpu = m.num_gpus, i.num_gpus
-    else:
-        n = max(1, int((cpus - 1) // (m.num_cpus + i.num_cpus)))
-        music_gpu = image_gpu = 0.0
-    return {
-        "music_actors": min(n, m.max_actors or n),
-        "image_actors": min(n, i.max_actors or n),
-        "music_gpus": music_gpu,
-        "image_gpus": image_gpu,
-        "cluster_gpus": gpus,
-        "cluster_cpus": cpus,
-    }
+    from ray_jobs.placement import plan_pools
+
+    return plan_pools(cfg, nodes if nodes is not None else [resources], limits)
 
 
 def _versions() -> dict:
@@ -265,7 +258,7 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
         MusicActor,
         fn_constructor_kwargs=dict(out=out, music=m, tiny_cache=str(cfg.tiny_cache), **faults),
         batch_size=m.batch_size,
-        compute=ActorPoolStrategy(size=sizes["music_actors"]),
+        compute=strategy(sizes, "music"),  # grows and shrinks with the cluster
         num_gpus=sizes["music_gpus"],
         num_cpus=m.num_cpus,
         batch_format="numpy",  # Ray Data's actors restart and retry without limit: bounded by the death count
@@ -276,7 +269,7 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
         # rows arrive mixed (an album's images among its tracks): size batches so that
         # each call still renders about image.batch_size images
         batch_size=max(1, i.batch_size * rows_per_album // images_per_album),
-        compute=ActorPoolStrategy(size=sizes["image_actors"]),
+        compute=strategy(sizes, "image"),
         num_gpus=sizes["image_gpus"],
         num_cpus=i.num_cpus,
         batch_format="numpy",
@@ -298,6 +291,7 @@ def _init_ray(cfg: RunConfig, verbosity: int = console.NORMAL) -> bool:
     # A block lost to a crashed actor must not end the job: its albums become failed
     # rows (see AlbumWriter) and the next run redoes them.
     ctx.max_errored_blocks = -1
+    start_in_order(ctx, cfg)  # music actors take their cards before image actors ask
     return started
 
 
@@ -404,8 +398,8 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
     from tqdm import tqdm
 
     summary.resources = ray.cluster_resources()
-    summary.sizes = sizes = pool_sizes(summary.resources, cfg)
-    log.info("actor pools: %s", sizes)
+    summary.sizes = sizes = pool_sizes(summary.resources, cfg, *observe(cfg))
+    log.info("%s", describe_pools(sizes))
     ds = build_dataset(cfg, todo, finished, sizes, run_id)
     placement = PlacementWatch([StageAsk("MusicActor", sizes["music_gpus"], cfg.music.num_cpus),
                                 StageAsk("ImageActor", sizes["image_gpus"], cfg.image.num_cpus)],
@@ -414,6 +408,7 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
                dynamic_ncols=True)
     with bar:
         def on_row(row: dict) -> None:
+            summary.placement.add(row)
             aid = writer.add(from_batch(row))
             if aid is not None:
                 _write_album(writer, aid, summary)
@@ -465,8 +460,10 @@ def _write_run_row(cfg: RunConfig, concepts_path: Path, director: str, started: 
             "run_id": summary.run_id, "started_at": started, "finished_at": _now(), "wall_s": summary.wall_s,
             "concepts_path": str(concepts_path),
             "config_json": cfg.model_dump_json(), "versions_json": json.dumps(_versions()),
-            "resources_json": json.dumps({"cluster": summary.resources, "pools": summary.sizes}, default=str),
-            "engine": cfg.music.engine, "music_model": assemble.model_name(cfg.music), "image_model": assemble.model_name(cfg.image),
+            "resources_json": json.dumps({"cluster": summary.resources, "pools": summary.sizes,
+                                          "placement": summary.placement.summary()}, default=str),
+            "engine": cfg.music.engine, "music_model": assemble.model_name(cfg.music),
+            "image_model": assemble.model_name(cfg.image),
             "director": director, "n_concepts": summary.n_concepts, "n_skipped": summary.n_skipped,
             "n_ok": summary.n_ok, "n_failed": summary.n_failed, "n_tracks": summary.n_tracks,
             "minutes_per_album": summary.minutes_per_album, "stage_s_json": json.dumps(summary.stage_s),

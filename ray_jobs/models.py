@@ -171,7 +171,9 @@ def whisper_ref(model: str) -> str:
     """A faster-whisper size name (``large-v3``, ``small``, ``distil-large-v3``...) as the HF
     repository faster-whisper downloads it from; anything else (a path, an HF id) as given."""
     try:
-        from faster_whisper.utils import _MODELS  # size name -> repo id, as faster-whisper resolves it
+        from faster_whisper.utils import (
+            _MODELS,  # size name -> repo id, as faster-whisper resolves it
+        )
     except ImportError:
         _MODELS = {}
     return _MODELS.get(model, model)
@@ -181,7 +183,7 @@ def precision_of(cfg, asked: str = "auto") -> str:
     """fp16 or full: which weights of a diffusers repo to fetch (see the module doc)."""
     if asked != "auto":
         return asked
-    return "fp16" if cfg.gpus != "none" and cfg.image.num_gpus > 0 else "full"
+    return "fp16" if cfg.gpus != "none" and cfg.image.num_gpus != 0 else "full"  # None: a derived share
 
 
 # ---------------------------------------------------------------- choosing files (by name only)

@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.songmaker import LINES, SR, espeak_available, song_audio, tag_file, write_song
+from tests.songmaker import (
+    LINES,
+    SR,
+    espeak_available,
+    song_audio,
+    tag_file,
+    write_song,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed (apt-get install espeak-ng)")
@@ -190,7 +197,12 @@ def test_offline_cover_plan_from_tags_and_lyrics_keywords():
 
 def test_lyrics_are_delimited_capped_data_for_the_llm_director():
     from director.contract import Ask, unstated
-    from director.covers import LYRICS_CLOSE, LYRICS_OPEN, CoverPlan, make_cover_director
+    from director.covers import (
+        LYRICS_CLOSE,
+        LYRICS_OPEN,
+        CoverPlan,
+        make_cover_director,
+    )
     from ray_jobs.config import PlanConfig
     from tests.openai_server import ScriptedOpenAI, minimal_answer, reply
 
@@ -321,10 +333,10 @@ def test_songs_table_has_every_manifest_column_and_migrates(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
+    from albumforge import manifest
     from catalog.db import migrate
     from catalog.db.load import make_engine
     from catalog.db.models import Base, Song
-    from albumforge import manifest
 
     assert [f.name for f in manifest.SONGS if f.name not in {c.name for c in Song.__table__.columns}] == []
     engine = make_engine(f"sqlite:///{tmp_path / 'c.sqlite'}")

@@ -72,13 +72,13 @@ def test_three_concepts_end_to_end(ray_session, tiny_config, tmp_path):
 
 
 def test_fractional_gpu_actors_are_placed_together(ray_session, tiny_config, tmp_path):
-    """2 logical GPUs at 0.5 + 0.5: two music and two image actors hold GPUs at once."""
+    """2 logical GPUs at 0.51 + 0.49: two music and two image actors hold GPUs at once."""
     concepts = tmp_path / "c.txt"
     concepts.write_text("\n".join(f"{c}, take {k}" for k in range(2) for c in CONCEPTS) + "\n")
     cfg = tiny_config(**{"music.batch_size": 2, "image.batch_size": 1})
     sizes = pool_sizes(ray_session.cluster_resources(), cfg)
     assert sizes["music_actors"] == sizes["image_actors"] == 2
-    assert sizes["music_gpus"] == sizes["image_gpus"] == 0.5
+    assert (sizes["music_gpus"], sizes["image_gpus"]) == (0.51, 0.49)  # one of each per card (placement.py)
     summary = run(concepts, cfg)
     assert summary.n_ok == 6
     albums, tracks = check_out_folder(cfg.out, cfg)
