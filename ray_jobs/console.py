@@ -33,6 +33,10 @@ def new_run_id(at: datetime | None = None) -> str:
     return (at or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
+RAY_DATA_LOGGING = ('{"version": 1, "disable_existing_loggers": false, '
+                    '"loggers": {"ray.data": {"level": "INFO", "handlers": [], "propagate": true}}}')
+
+
 class _Own(logging.Filter):
     """The console's share at the normal level: albumforge's own records."""
 
@@ -45,6 +49,16 @@ def setup(verbosity: int = NORMAL) -> None:
     if verbosity < VERBOSE:
         for key, value in LIBRARY_ENV.items():
             os.environ.setdefault(key, value)
+        # Ray Data's own logger prints to stderr (tracebacks too) and does not propagate: send
+        # it to the root logger instead (its file, and the console's filter), by its documented
+        # RAY_DATA_LOGGING_CONFIG (read when ray.data is imported)
+        if "RAY_DATA_LOGGING_CONFIG" not in os.environ:
+            import tempfile
+
+            fd, path = tempfile.mkstemp(prefix="albumforge-ray-data-logging-", suffix=".json")
+            with os.fdopen(fd, "w") as f:
+                f.write(RAY_DATA_LOGGING)
+            os.environ["RAY_DATA_LOGGING_CONFIG"] = path
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
