@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import faulthandler
 import json
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -34,6 +35,8 @@ from pathlib import Path
 from actors.records import read_record, write_record
 from albumforge.atomic import atomic_path
 from albumforge.rows import STATUS_FAILED, STATUS_OK
+
+log = logging.getLogger("albumforge.faults")
 
 JOURNAL_DIR = Path(".albumforge") / "journal"
 INIT = "init"  # the journal key of a model load
@@ -101,8 +104,15 @@ class CrashJournal:
             return None
 
     def _save(self) -> None:
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(self.state))
+        """Best effort: a journal that cannot be written (a full disk) must not fail the batch;
+        the items then fail on their own writes, named."""
+        try:
+            with atomic_path(self.path) as tmp:
+                tmp.write_text(json.dumps(self.state))
+        except OSError as e:
+            if not getattr(self, "_warned", False):
+                self._warned = True
+                log.warning("crash journal not saved (%s): a death now would not be counted", e)
 
     @contextmanager
     def doing(self, keys: list[str]):

@@ -73,6 +73,18 @@ def setup(verbosity: int = NORMAL) -> None:
     logging.captureWarnings(True)  # warnings.warn from the libraries: into the file
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """The run's log file; when it cannot be written (a full disk) it says so once and stops,
+    instead of logging's own traceback for every record."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not getattr(self, "_failed", False):
+            self._failed = True
+            print(f"albumforge: the log {self.baseFilename} cannot be written any more "
+                  f"({sys.exc_info()[1]}); the console goes on", file=sys.stderr)
+        logging.getLogger().removeHandler(self)
+
+
 def log_to(out: Path, run_id: str) -> Path | None:
     """Everything at INFO and up into ``OUT/.albumforge/logs/<run_id>.log`` (None when OUT
     cannot hold it: the run then names that problem itself)."""
@@ -80,7 +92,7 @@ def log_to(out: Path, run_id: str) -> Path | None:
     path = Path(out) / ".albumforge" / "logs" / f"{run_id}.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = _QuietFileHandler(path, encoding="utf-8")
     except OSError:
         return None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
