@@ -349,12 +349,13 @@ def run(concepts_path: Path, cfg: RunConfig, run_id: str | None = None, verbosit
         finally:
             summary.wall_s = time.perf_counter() - t0
             _write_run_row(cfg, concepts_path, director, started, summary)
-            if summary.own_ray:
-                _shutdown_ray(wait_s=5.0 if summary.exit_code is not None else None)
+            stopped = _shutdown_ray(wait_s=5.0 if summary.exit_code is not None else None) if summary.own_ray else True
+            if stopped:  # no writer of this run is left: what a killed one left half-written goes now
+                sweep_temp_files(out)
     return summary
 
 
-def _shutdown_ray(wait_s: float | None) -> None:
+def _shutdown_ray(wait_s: float | None) -> bool:
     """Stop the Ray this run started. After a signal, wait at most ``wait_s``: a terminal's
     Ctrl-C or a pod's SIGTERM may have hit Ray's own processes too, and a shutdown that
     waits on a dead GCS must not keep the user waiting (the CLI then exits at once)."""
@@ -365,6 +366,7 @@ def _shutdown_ray(wait_s: float | None) -> None:
     t = threading.Thread(target=ray.shutdown, name="albumforge-ray-shutdown", daemon=True)
     t.start()
     t.join(wait_s)
+    return not t.is_alive()
 
 
 def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list[Concept], rejected: list,
