@@ -1,9 +1,11 @@
-"""The one seam between configs and models: ``real`` or ``tiny``, same loading code.
+"""The one seam between configs and models: ``real``, ``tiny`` or ``sim``.
 
 ``real`` loads Hugging Face ids or local folders; ``tiny`` builds tiny random-weight
 models of the same classes once (``actors.tiny``) and loads them from their folder.
 Either way the model comes from ``from_pretrained``: fp16 on CUDA (V100 has no bf16),
-fp32 on CPU. Nothing downstream knows which engine it got.
+fp32 on CPU. ``sim`` loads nothing: objects with the same calls sleep for what the real
+model costs on a V100 (``actors.sim``, a scheduling model, never a model test). Nothing
+downstream knows which engine it got.
 
 Actors never download: an HF id is resolved to its snapshot folder in this node's Hugging
 Face cache (``ray_jobs.models.local_model``, the same code the driver's preflight runs)
@@ -45,7 +47,7 @@ def resolve_source(kind: str, engine: str, model_id: str, tiny_cache: Path) -> s
 
         return str(ensure_tiny(kind, tiny_cache))
     else:
-        raise ValueError(f"unknown engine {engine!r} for {kind} (expected 'tiny' or 'real')")
+        raise ValueError(f"engine {engine!r} has no {kind} model to load (expected 'tiny' or 'real')")
 
 
 # MusicGen classes by the checkpoint's config model_type (not by its id: a local folder or a
@@ -81,7 +83,12 @@ class MusicModel:
     prefix_positions: int = 0  # decoder positions taken before the audio (melody: chroma frames)
 
 
-def load_music(engine: str, model_id: str, tiny_cache: Path) -> MusicModel:
+def load_music(engine: str, model_id: str, tiny_cache: Path, time_scale: float = 1.0) -> MusicModel:
+    """MusicGen on the best device (``time_scale``: the sim engine's, see ``actors.sim``)."""
+    if engine == "sim":
+        from actors.sim import sim_music
+
+        return sim_music(model_id, time_scale)
     from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
     device, dtype = device_and_dtype()
@@ -142,6 +149,7 @@ def load_image(
     lora_path: str | None = None,
     lora_scale: float = 1.0,
     textual_inversion: list[dict] | tuple = (),
+    time_scale: float = 1.0,
 ):
     """A ``StableDiffusionPipeline`` on the best device, safety checker as the weights ship it.
 

@@ -19,6 +19,11 @@ counted against what the process was doing, in a journal that outlives it:
 Every retry therefore either finishes its batch or adds a death to a bounded count, so a
 batch always ends. Items already recorded as finished (``actors.records``) are filled
 from their record instead of being made again.
+
+The guard also times the model calls (``with self._on_gpu():``) and notes them on each
+row of the group in the ``busy`` column: this actor, its node and GPU ids, when it
+started and finished loading, the group's call spans and (on CUDA) the peak GPU memory.
+The driver adds them up per actor and per card (``albumforge.busy``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import json
 import logging
 import os
 import re
+import sys
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -136,6 +143,17 @@ class CrashJournal:
                 f"{self.state['causes'].get(key) or NO_REPORT}")
 
 
+def peak_gpu_bytes() -> int | None:
+    """Peak GPU memory torch allocated in this process (None: no CUDA, or torch not loaded)."""
+    torch = sys.modules.get("torch")  # never imported here: only where a model needs it
+    try:
+        if torch is not None and torch.cuda.is_available():
+            return int(torch.cuda.max_memory_allocated())
+    except Exception:
+        pass
+    return None
+
+
 class GuardedStage:
     """Base of the GPU actors: the guard around ``_render(batch, idx)``.
 
@@ -150,6 +168,8 @@ class GuardedStage:
     broken: str | None = None  # why this actor cannot work (its model load kept dying)
 
     def _start_guard(self, out: str, run_id: str | None, max_deaths: int) -> None:
+        self.started, self.ready = time.time(), None  # this process's start; its model loaded
+        self.actor_key, self.spans, self.groups = f"{self.actor_name}:{_actor_id()}", [], 0
         self.out, self.run_id = Path(out), run_id
         self.journal = CrashJournal(out, run_id, self.actor_name, max_deaths) if run_id else None
 
@@ -157,15 +177,41 @@ class GuardedStage:
     def _loading(self):
         """Load the model inside this block; after max_deaths deaths in it, skip it."""
         j = self.journal
-        if j is not None and j.exhausted(INIT):
-            self.broken = j.message(INIT, "loading its model")
-            yield False
+        try:
+            if j is not None and j.exhausted(INIT):
+                self.broken = j.message(INIT, "loading its model")
+                yield False
+                return
+            if j is None:
+                yield True
+                return
+            with j.doing([INIT]):
+                yield True
+        finally:
+            self.ready = time.time()
+
+    @contextmanager
+    def _on_gpu(self):
+        """Time one model call: the span counts as this actor's busy time."""
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.spans.append((t0, time.time()))
+
+    def _note_busy(self, batch, group: list[int]) -> None:
+        """The ``busy`` column of the group's rows: who made them, and the group's model calls."""
+        if "busy" not in batch:
             return
-        if j is None:
-            yield True
-            return
-        with j.doing([INIT]):
-            yield True
+        worker = getattr(self, "worker", None) or {}
+        note = json.dumps({
+            "actor": self.actor_key, "kind": self.actor_name, "node": worker.get("node"),
+            "gpu_ids": worker.get("gpu_ids") or [], "started": self.started, "ready": self.ready,
+            "group": self.groups, "spans": [[round(a, 4), round(b, 4)] for a, b in self.spans],
+            "peak_gpu_bytes": peak_gpu_bytes(),
+        })
+        for i in group:
+            batch["busy"][i] = note
 
     def _process(self, batch: dict, todo: list[int], group_size: int, render: Callable) -> None:
         # 1. finished earlier (a record whose files exist): filled from it, not made again
@@ -200,11 +246,15 @@ class GuardedStage:
 
     def _guarded(self, batch, group: list[int], render: Callable) -> None:
         keys = [self._key(batch, i) for i in group]
-        if self.journal is None:
-            render(batch, group)
-        else:
-            with self.journal.doing(keys):
+        self.spans, self.groups = [], self.groups + 1
+        try:
+            if self.journal is None:
                 render(batch, group)
+            else:
+                with self.journal.doing(keys):
+                    render(batch, group)
+        finally:
+            self._note_busy(batch, group)
         for i in group:
             if batch["status"][i] == STATUS_OK:
                 self._record(batch, i)
@@ -222,7 +272,8 @@ class GuardedStage:
         if rec is None:
             return False
         for col in batch:
-            if col in rec and col not in ("album_id", "kind", "item_no", "seed", "reroll") and rec[col] is not None:
+            if col in rec and col not in ("album_id", "kind", "item_no", "seed", "reroll", "busy") and \
+                    rec[col] is not None:  # busy: this run did not make it
                 batch[col][i] = rec[col]
         return True
 

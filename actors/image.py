@@ -58,10 +58,10 @@ class ImageActor(GuardedStage):
     media_folder = staticmethod(media_dir)  # where a row's images go: media/<album_id> (songs: media/songs/<id>)
 
     def __init__(self, out: str, image: ImageConfig, tiny_cache: str, run_id: str | None = None,
-                 max_deaths: int = 3):
+                 max_deaths: int = 3, time_scale: float = 1.0):
         """``image``: the run's image section (model, LoRA, embeddings, steps, size, house
         style, prompt handling, hires pass, CLIP; its own checks already ran);
-        ``run_id``/``max_deaths``: the crash guard."""
+        ``run_id``/``max_deaths``: the crash guard; ``time_scale``: the sim engine's."""
         self._start_guard(out, run_id, max_deaths)  # see actors.faults: deaths are counted, not looped
         self.worker = worker_info("ImageActor")
         self.batch_size = image.batch_size
@@ -69,7 +69,8 @@ class ImageActor(GuardedStage):
             self.pipe = load_image(image.engine, image.model_id, Path(tiny_cache),
                                    single_file_config=image.single_file_config, lora_path=image.lora_path,
                                    lora_scale=image.lora_scale,
-                                   textual_inversion=[e.model_dump() for e in image.textual_inversion]) if load else None
+                                   textual_inversion=[e.model_dump() for e in image.textual_inversion],
+                                   time_scale=time_scale) if load else None
         if self.pipe is None:  # the model load kept killing the process: every image fails, named
             return
         self.call_kwargs = dict(num_inference_steps=image.steps, guidance_scale=image.guidance_scale,
@@ -112,6 +113,10 @@ class ImageActor(GuardedStage):
             self._write(batch, i, *res)
 
     def _render(self, idx: list[int], batch) -> list[tuple]:
+        with self._on_gpu():  # encode, render, hires and score: this actor's busy time
+            return self._render_group(idx, batch)
+
+    def _render_group(self, idx: list[int], batch) -> list[tuple]:
         t0 = time.perf_counter()
         # 1. house style around each director prompt
         asked = [str(batch["prompt"][i]) for i in idx]

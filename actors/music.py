@@ -77,13 +77,14 @@ class MusicActor(GuardedStage):
     actor_name = "MusicActor"
 
     def __init__(self, out: str, music: MusicConfig, tiny_cache: str, run_id: str | None = None,
-                 max_deaths: int = 3):
+                 max_deaths: int = 3, time_scale: float = 1.0):
         """``music``: the run's music section (model, sampling, windows, mastering, formats;
-        its own checks already ran); ``run_id``/``max_deaths``: the crash guard."""
+        its own checks already ran); ``run_id``/``max_deaths``: the crash guard;
+        ``time_scale``: the sim engine's (``sim.time_scale``)."""
         self._start_guard(out, run_id, max_deaths)  # see actors.faults: deaths are counted, not looped
         self.worker = worker_info("MusicActor")
         with self._loading() as load:
-            self.m = m = load_music(music.engine, music.model_id, Path(tiny_cache)) if load else None
+            self.m = m = load_music(music.engine, music.model_id, Path(tiny_cache), time_scale) if load else None
         if m is None:  # the model load kept killing the process: every track fails, named
             return
         self.formats = list(music.formats)
@@ -140,7 +141,7 @@ class MusicActor(GuardedStage):
         kwargs["stopping_criteria"] = StoppingCriteriaList([tap])
         if prompt is not None:  # generate() prepends the start token and lays the codes out delayed
             kwargs["decoder_input_ids"] = prompt.reshape(b * m.num_codebooks, p)
-        with sdpa_kernel(_ATTENTION):
+        with sdpa_kernel(_ATTENTION), self._on_gpu():
             audio = m.model.generate(**kwargs)
         audio = audio.float().mean(dim=1).cpu().numpy()  # (b, samples); stereo checkpoints downmixed
         if audio.shape[1] < (p + frames) * self.hop:

@@ -127,6 +127,11 @@ RUNS = pa.schema(
         pa.field("stage_s_json", pa.string()),  # summed seconds per stage
         pa.field("status", pa.string()),  # ok | failed (some albums failed, or the run was stopped) | interrupted
         pa.field("error", pa.string()),  # why the run stopped early (a signal, a lost stage, a full disk)
+        # GPU figures (albumforge.busy): per actor busy/wall/load seconds, batches, calls, items, node, GPU ids,
+        # peak GPU memory (CUDA) and its merged call spans; summed over cards: busy and held GPU seconds
+        pa.field("actors_json", pa.string()),
+        pa.field("gpu_busy_s", pa.float64()),
+        pa.field("gpu_held_s", pa.float64()),  # per card: from its first actor's start to the run's end
     ]
 )
 

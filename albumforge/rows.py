@@ -46,6 +46,7 @@ RESULT_DEFAULTS = {
     "score": math.nan,  # images: CLIP score against the prompt (NaN in a batch = not scored)
     "lufs": math.nan,  # tracks: integrated loudness after mastering (NaN in a batch = not measured)
     "windows": "",  # tracks: JSON window plan (window_s, stride_s, context_s, crossfade_s, windows)
+    "busy": "",  # JSON: the actor's model calls for the row's group (actors.faults, albumforge.busy)
 }
 
 

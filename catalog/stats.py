@@ -34,6 +34,7 @@ def compute_stats(out: Path) -> dict:
         .alias("compute_minutes_mean"),
     ).row(0, named=True)
     made = runs.select(pl.col("wall_s").sum(), pl.col("n_ok").sum()).row(0, named=True)
+    gpu = gpu_stats(runs)
     genres = (
         ok.select(pl.col("genres").explode().str.strip_chars().str.to_lowercase().alias("genre"))
         .filter(pl.col("genre").is_not_null() & (pl.col("genre") != ""))
@@ -55,10 +56,26 @@ def compute_stats(out: Path) -> dict:
         "wall_minutes_per_album": (made["wall_s"] / 60 / made["n_ok"]) if made["n_ok"] else None,
         "compute_minutes_per_album": per_album["compute_minutes_mean"],  # plan+music+image+encode seconds
         "music_minutes_per_album": per_album["music_minutes_mean"],  # length of the music itself
+        **gpu,
         "tracks_per_album": {k: per_album[f"tracks_{k}"] for k in ("mean", "min", "max")},
         "top_genres": [(r["genre"], r["albums"]) for r in genres.iter_rows(named=True)],
         "top_errors": [(r["error"], r["albums"]) for r in errors.iter_rows(named=True)],
         **song_stats(out),
+    }
+
+
+def gpu_stats(runs: pl.DataFrame) -> dict:
+    """Over the runs that recorded GPU figures (albumforge.busy): the share of the cards' held
+    time spent in model calls, and GPU-minutes per album made (held: the cards' time from
+    their first actor's start to the run's end; busy: in model calls)."""
+    measured = runs.filter(pl.col("gpu_held_s").is_not_null() & (pl.col("gpu_held_s") > 0))
+    g = measured.select(pl.col("gpu_busy_s").sum(), pl.col("gpu_held_s").sum(), pl.col("n_ok").sum()).row(0, named=True)
+    if not measured.height:
+        return {"gpu_busy_share": None, "gpu_minutes_per_album": None, "gpu_busy_minutes_per_album": None}
+    return {
+        "gpu_busy_share": g["gpu_busy_s"] / g["gpu_held_s"],
+        "gpu_minutes_per_album": g["gpu_held_s"] / 60 / g["n_ok"] if g["n_ok"] else None,
+        "gpu_busy_minutes_per_album": g["gpu_busy_s"] / 60 / g["n_ok"] if g["n_ok"] else None,
     }
 
 
@@ -93,6 +110,8 @@ def format_stats(s: dict) -> str:
         f"runs          {s['runs']}",
         f"minutes per album   {_num(s['wall_minutes_per_album'])} wall, "
         f"{_num(s['compute_minutes_per_album'])} compute, {_num(s['music_minutes_per_album'])} of music",
+        f"GPUs                {_num(s['gpu_busy_share'] and 100 * s['gpu_busy_share'], '{:.0f}%')} busy, "
+        f"{_num(s['gpu_minutes_per_album'])} GPU-minutes per album ({_num(s['gpu_busy_minutes_per_album'])} in model calls)",
         f"tracks per album    mean {_num(t['mean'], '{:.1f}')}, min {_num(t['min'], '{}')}, max {_num(t['max'], '{}')}",
         "top genres",
     ]

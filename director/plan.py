@@ -28,9 +28,14 @@ def resolve_director(kind: str) -> str:
     return kind
 
 
-def make_director(plan: "PlanConfig", cache_dir: str | Path | None = None):
-    """The director ``plan.director`` names (auto: resolved here); ``plan()`` returns (AlbumPlan, meta)."""
+def make_director(plan: "PlanConfig", cache_dir: str | Path | None = None, time_scale: float = 1.0):
+    """The director ``plan.director`` names (auto: resolved here); ``plan()`` returns (AlbumPlan, meta).
+    ``time_scale``: the sim director's (``sim.time_scale``)."""
     kind = resolve_director(plan.director)
+    if kind == "sim":
+        from director.sim import SimDirector
+
+        return SimDirector(plan, time_scale)
     if kind == "offline":
         from director.offline import OfflineDirector
 
@@ -39,7 +44,7 @@ def make_director(plan: "PlanConfig", cache_dir: str | Path | None = None):
         from director.llm import LLMDirector
 
         return LLMDirector(plan, cache_dir=cache_dir)
-    raise ValueError(f"unknown director {kind!r} (expected 'auto', 'offline' or 'openai')")
+    raise ValueError(f"unknown director {kind!r} (expected 'auto', 'offline', 'openai' or 'sim')")
 
 
 def _where(source: str) -> str:
@@ -76,7 +81,7 @@ def check_templates(plan: "PlanConfig", concepts) -> None:
         def check(concept, inputs):
             director.plan("check", concept, inputs)
     else:
-        raise ValueError(f"unknown director {kind!r} (expected 'auto', 'offline' or 'openai')")
+        raise ValueError(f"unknown director {kind!r} (expected 'auto', 'offline', 'openai' or 'sim')")
     for c in concepts:
         try:
             check(str(c.concept), dict(c.inputs))

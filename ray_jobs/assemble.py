@@ -38,8 +38,8 @@ def _ok(row: dict | None) -> bool:
 
 
 def model_name(section) -> str:
-    """What the manifests call a config section's model (tiny models are marked)."""
-    return section.model_id if section.engine == "real" else f"tiny:{section.model_id}"
+    """What the manifests call a config section's model (tiny and sim models are marked: "sim:<id>")."""
+    return section.model_id if section.engine == "real" else f"{section.engine}:{section.model_id}"
 
 
 # ---------------------------------------------------------------- items

@@ -52,6 +52,7 @@ _FLAGS = {
     "image_cpus": "image.num_cpus",
     "address": "ray_address",
     "tiny_cache": "tiny_cache",
+    "time_scale": "sim.time_scale",
 }
 
 
@@ -60,11 +61,12 @@ def generate_parser() -> argparse.ArgumentParser:
     p.add_argument("concepts", type=Path, help=".txt (one a line), .csv, .jsonl or .parquet with a 'concept' column")
     p.add_argument("--out", type=Path, help="output folder (default: out)")
     p.add_argument("--config", type=Path, help="TOML or JSON config; unknown keys are errors")
-    p.add_argument("--engine", choices=["tiny", "real"], default="tiny",
-                   help="tiny: random-weight models built offline (CPU smoke runs); real: HF weights on GPUs")
+    p.add_argument("--engine", choices=["tiny", "real", "sim"], default="tiny",
+                   help="tiny: random-weight models built offline (CPU smoke runs); real: HF weights on GPUs; "
+                        "sim: no weights, sleeps what the real models cost on a V100 (a scheduling model)")
     p.add_argument("--seed", type=int)
     g = p.add_argument_group("plan")
-    g.add_argument("--director", choices=["auto", "offline", "openai"])
+    g.add_argument("--director", choices=["auto", "offline", "openai", "sim"])
     g.add_argument("--director-model")
     g.add_argument("--director-steps", choices=["single", "chain"])
     g.add_argument("--prompts", type=Path)
@@ -101,6 +103,7 @@ def generate_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("cluster")
     g.add_argument("--address")
     g.add_argument("--tiny-cache", type=Path)
+    g.add_argument("--time-scale", type=float)
     for action in p._actions:  # each config flag's help is its field's description (ray_jobs/config.py)
         if action.dest in _FLAGS:
             action.help = config_help(_FLAGS[action.dest])

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from albumforge.resources import data_dir, user_cache_dir
 
-Engine = Literal["tiny", "real"]
+Engine = Literal["tiny", "real", "sim"]  # sim: a V100 cost model, no weights (actors/sim.py)
 
 
 class _Section(BaseModel):
@@ -25,8 +25,8 @@ class _Section(BaseModel):
 
 
 class PlanConfig(_Section):
-    director: Literal["auto", "offline", "openai"] = Field(
-        "auto", description="auto: openai when a key or base URL is set"
+    director: Literal["auto", "offline", "openai", "sim"] = Field(
+        "auto", description="auto: openai when a key or base URL is set; sim: offline plus an LLM's modelled latency"
     )
     director_model: str = Field("gpt-4o-mini", description="any model the OpenAI-compatible server knows")
     prompts_dir: Path | None = Field(None, description="a folder of *.j2 that overrides prompts/ file by file")
@@ -213,6 +213,9 @@ class ImageConfig(_Section):
                 f"image hires_steps={self.hires_steps} x hires_strength={self.hires_strength} rounds down to 0"
                 " img2img steps: raise either"
             )
+        if self.engine == "sim" and self.hires_scale != 1.0:
+            raise ValueError(f"image hires_scale={self.hires_scale}: the sim engine does not model the hires pass "
+                             "(set hires_scale = 1)")
         load_style(self.style)  # a bad style name or file fails here, before any model loads
         _check_pool_bounds("image", self)
         return self
@@ -321,10 +324,22 @@ class FaultConfig(_Section):
     )
 
 
+class SimConfig(_Section):
+    """The sim engine (actors/sim.py): a scheduling model of a V100 cluster, never a model test."""
+
+    time_scale: float = Field(
+        1.0, gt=0, le=1,
+        description="sim engine: sleep the modelled V100 seconds times this (0.01: 100x faster); figures divided by"
+        " it are modelled seconds (CPU work around the models is not scaled)",
+    )
+
+
 # Presets: what ``--engine`` starts from before a config file and flags. ``real`` is the
 # defaults above (what V100s run); ``tiny`` is small enough for a laptop CPU in seconds.
 PRESETS: dict[str, dict] = {
     "real": {"music": {"engine": "real"}, "image": {"engine": "real"}},
+    # the real defaults on the V100 cost model: no weights, no CLIP score, the director's latency modelled
+    "sim": {"music": {"engine": "sim"}, "image": {"engine": "sim", "clip_model": None}, "plan": {"director": "sim"}},
     "tiny": {
         "music": {"engine": "tiny", "batch_size": 4, "num_cpus": 0.5},
         "image": {
@@ -374,6 +389,7 @@ class RunConfig(_Section):
     image: ImageConfig = ImageConfig()
     faults: FaultConfig = FaultConfig()
     cluster: ClusterConfig = ClusterConfig()
+    sim: SimConfig = SimConfig()
     # where tiny engines are built once: ~/.cache/albumforge/tiny-models ($XDG_CACHE_HOME honoured)
     tiny_cache: Path = Field(
         default_factory=lambda: user_cache_dir() / "tiny-models",

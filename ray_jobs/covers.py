@@ -94,7 +94,7 @@ def pool_sizes(resources: dict, cfg: CoversConfig) -> dict:
 
 
 def _image_model(cfg: CoversConfig) -> str:
-    return cfg.image.model_id if cfg.image.engine == "real" else f"tiny:{cfg.image.model_id}"
+    return cfg.image.model_id if cfg.image.engine == "real" else f"{cfg.image.engine}:{cfg.image.model_id}"
 
 
 # ---------------------------------------------------------------- rows

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from actors.tags import tag_album
 from albumforge import manifest as mf
+from albumforge.busy import BusyLog, totals
 from albumforge.rows import KIND_ART, KIND_FAILED, from_batch, reroll_key
 from director.plan import (
     check_templates,
@@ -70,6 +71,7 @@ class RunSummary:
     resources: dict = field(default_factory=dict)
     sizes: dict = field(default_factory=dict)
     placement: Placements = field(default_factory=Placements)  # where each actor ran
+    busy: BusyLog = field(default_factory=BusyLog)  # each GPU actor's model calls (albumforge.busy)
     failed: list = field(default_factory=list)  # (source, error) of each album this run failed
     own_ray: bool = False  # this run started (or connected to) Ray, and so shuts it down
     verbosity: int = console.NORMAL
@@ -241,7 +243,7 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     ds = ds.map_batches(
         Planner,
         fn_constructor_kwargs={"out": out, "plan": cfg.plan, "cache_dir": str(cfg.out.resolve() / "cache" / "director"),
-                               "env": plan_env},
+                               "env": plan_env, "time_scale": cfg.sim.time_scale},
         batch_size=1,
         compute=ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=conc,
                                   max_concurrent_calls_per_actor=conc, enable_true_multi_threading=True),
@@ -253,7 +255,7 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     m, i = cfg.music, cfg.image
     # Ray restarts a dead actor and retries its batch; each death is counted against what
     # was in flight (actors.faults), so retries end: an item fails after max_deaths deaths
-    faults = dict(run_id=run_id, max_deaths=cfg.faults.max_deaths)
+    faults = dict(run_id=run_id, max_deaths=cfg.faults.max_deaths, time_scale=cfg.sim.time_scale)
     ds = ds.map_batches(
         MusicActor,
         fn_constructor_kwargs=dict(out=out, music=m, tiny_cache=str(cfg.tiny_cache), **faults),
@@ -411,6 +413,7 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
     with bar:
         def on_row(row: dict) -> None:
             summary.placement.add(row)
+            summary.busy.add(str(row.get("busy") or ""), ok=str(row["status"]) == mf.STATUS_OK)
             aid = writer.add(from_batch(row))
             if aid is not None:
                 _write_album(writer, aid, summary)
@@ -457,6 +460,8 @@ def _write_run_row(cfg: RunConfig, concepts_path: Path, director: str, started: 
     """The run's own row, whatever the run's end; a failure to write it is said, not raised."""
     if summary.status is None:
         summary.status = mf.STATUS_OK if summary.n_failed == 0 else mf.STATUS_FAILED
+    end = time.time()
+    actors = summary.busy.summary(end)
     try:
         mf.write_manifest(cfg.out, "runs", summary.run_id, [{
             "run_id": summary.run_id, "started_at": started, "finished_at": _now(), "wall_s": summary.wall_s,
@@ -470,6 +475,7 @@ def _write_run_row(cfg: RunConfig, concepts_path: Path, director: str, started: 
             "n_ok": summary.n_ok, "n_failed": summary.n_failed, "n_tracks": summary.n_tracks,
             "minutes_per_album": summary.minutes_per_album, "stage_s_json": json.dumps(summary.stage_s),
             "status": summary.status, "error": summary.error,
+            "actors_json": json.dumps(actors), **totals(actors, end),
         }])
     except OSError as e:
         summary.error = (summary.error + "; " if summary.error else "") + \

@@ -138,11 +138,11 @@ def is_single_file(model_id: str) -> bool:
 def needs(cfg, parts: tuple[str, ...] = ("music", "image", "plan")) -> list[Need]:
     """Every model the run loads, in load order; ``parts``: which stages run (reroll: image)."""
     out: list[Need] = []
-    if "music" in parts:
+    if "music" in parts and cfg.music.engine != "sim":  # the sim engine loads nothing
         m = cfg.music
         out.append(Need("music.model_id", "music", TINY) if m.engine == "tiny"
                    else Need("music.model_id", m.model_id, TRANSFORMERS))
-    if "image" in parts:
+    if "image" in parts and cfg.image.engine != "sim":
         i = cfg.image
         if i.engine == "tiny":
             out.append(Need("image.model_id", "image", TINY))

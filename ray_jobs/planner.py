@@ -55,12 +55,13 @@ class Planner:
     batch; what it cost is kept in ``OUT/plans/<album_id>.failed.json``.
     """
 
-    def __init__(self, out: str, plan: PlanConfig, cache_dir: str | None = None, env: dict | None = None):
+    def __init__(self, out: str, plan: PlanConfig, cache_dir: str | None = None, env: dict | None = None,
+                 time_scale: float = 1.0):
         # OPENAI_* settings travel from the driver as constructor arguments (never in a
         # runtime_env, which Ray shows on its dashboard): a cluster's workers lack them.
         os.environ.update(env or {})
         self.out = Path(out)
-        self.director = make_director(plan, cache_dir)
+        self.director = make_director(plan, cache_dir, time_scale)  # time_scale: the sim director's
         self.concurrency = int(plan.concurrency)
         self.scorer = _load_scorer()
         self.scorer_lock = threading.Lock()

@@ -218,7 +218,7 @@ def reroll_main(argv: list[str] | None = None, actor=None) -> int:
         "concepts_path": f"reroll --below {args.below:g} --what {args.what}",
         "config_json": cfg.model_dump_json(), "versions_json": json.dumps({}),
         "resources_json": json.dumps({}), "engine": cfg.image.engine,
-        "image_model": cfg.image.model_id if cfg.image.engine == "real" else f"tiny:{cfg.image.model_id}",
+        "image_model": cfg.image.model_id if cfg.image.engine == "real" else f"{cfg.image.engine}:{cfg.image.model_id}",
         "n_concepts": len({p.album_id for p in picks}), "n_skipped": 0,
         "n_ok": len(picks) - len(failed), "n_failed": len(failed), "n_tracks": 0,
         "stage_s_json": json.dumps({"image": wall}),

@@ -57,6 +57,9 @@ class Run(Base):
     stage_s_json: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str | None] = mapped_column(String(16))  # ok | failed | interrupted (0004)
     error: Mapped[str | None] = mapped_column(Text)  # why a run failed or stopped
+    actors_json: Mapped[str | None] = mapped_column(Text)  # per-actor GPU figures (0006, albumforge.busy)
+    gpu_busy_s: Mapped[float | None] = mapped_column(Float)
+    gpu_held_s: Mapped[float | None] = mapped_column(Float)
 
 
 class Album(Base):
