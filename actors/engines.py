@@ -156,7 +156,12 @@ def load_image(
     ``model_id`` is an HF id, a diffusers folder or one checkpoint file (``from_single_file``,
     configs from ``single_file_config`` when given); then LoRA weights are fused in at
     ``lora_scale`` (peft backend) and textual-inversion embeddings ({path, token}) added.
+    The sim engine: ``actors.sim`` (LoRA and embeddings change no cost there: not read).
     """
+    if engine == "sim":
+        from actors.sim import sim_image
+
+        return sim_image(time_scale)
     from diffusers import StableDiffusionPipeline
 
     from ray_jobs import models

@@ -73,7 +73,7 @@ def check_templates(plan: "PlanConfig", concepts) -> None:
 
         builder = PromptBuilder(plan.prompts_dir, plan.steps, plan.tracks_per_album, plan.track_seconds, plan.lyrics)
         check = builder.check
-    elif kind == "offline":
+    elif kind in ("offline", "sim"):  # sim: the offline director's plans, later
         if not plan.prompts_dir:
             return  # the shipped offline templates use only what the offline director passes
         director = make_director(plan.model_copy(update={"director": "offline"}))

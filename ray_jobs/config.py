@@ -339,7 +339,9 @@ class SimConfig(_Section):
 PRESETS: dict[str, dict] = {
     "real": {"music": {"engine": "real"}, "image": {"engine": "real"}},
     # the real defaults on the V100 cost model: no weights, no CLIP score, the director's latency modelled
-    "sim": {"music": {"engine": "sim"}, "image": {"engine": "sim", "clip_model": None}, "plan": {"director": "sim"}},
+    # (its actors sleep: half a CPU each, as tiny's, so a laptop's local Ray holds a pool of each)
+    "sim": {"music": {"engine": "sim", "num_cpus": 0.5}, "image": {"engine": "sim", "clip_model": None, "num_cpus": 0.5},
+            "plan": {"director": "sim"}},
     "tiny": {
         "music": {"engine": "tiny", "batch_size": 4, "num_cpus": 0.5},
         "image": {
@@ -414,6 +416,6 @@ class RunConfig(_Section):
             "track_seconds": self.plan.track_seconds,
             "lyrics": self.plan.lyrics,
             "director": director,
-            "director_model": self.plan.director_model if director != "offline" else None,
-            "steps": self.plan.steps if director != "offline" else None,
+            "director_model": self.plan.director_model if director not in ("offline", "sim") else None,
+            "steps": self.plan.steps if director not in ("offline", "sim") else None,
         }
