@@ -199,8 +199,9 @@ class GuardedStage:
         finally:
             self.spans.append((t0, time.time()))
 
-    def _note_busy(self, batch, group: list[int]) -> None:
-        """The ``busy`` column of the group's rows: who made them, and the group's model calls."""
+    def _note_busy(self, batch, group: list[int], work: tuple[float, float]) -> None:
+        """The ``busy`` column of the group's rows: who made them, the group's model calls and
+        its whole ``work`` span (model calls plus mastering, encoding, writing)."""
         if "busy" not in batch:
             return
         worker = getattr(self, "worker", None) or {}
@@ -208,6 +209,7 @@ class GuardedStage:
             "actor": self.actor_key, "kind": self.actor_name, "node": worker.get("node"),
             "gpu_ids": worker.get("gpu_ids") or [], "started": self.started, "ready": self.ready,
             "group": self.groups, "spans": [[round(a, 4), round(b, 4)] for a, b in self.spans],
+            "work": [round(work[0], 4), round(work[1], 4)],
             "peak_gpu_bytes": peak_gpu_bytes(),
         })
         for i in group:
@@ -246,7 +248,7 @@ class GuardedStage:
 
     def _guarded(self, batch, group: list[int], render: Callable) -> None:
         keys = [self._key(batch, i) for i in group]
-        self.spans, self.groups = [], self.groups + 1
+        self.spans, self.groups, t0 = [], self.groups + 1, time.time()
         try:
             if self.journal is None:
                 render(batch, group)
@@ -254,7 +256,7 @@ class GuardedStage:
                 with self.journal.doing(keys):
                     render(batch, group)
         finally:
-            self._note_busy(batch, group)
+            self._note_busy(batch, group, (t0, time.time()))
         for i in group:
             if batch["status"][i] == STATUS_OK:
                 self._record(batch, i)

@@ -4,8 +4,8 @@ Each GPU actor times its model calls and notes them on the rows of each group it
 (``actors.faults.GuardedStage``). The driver feeds every row's note to a ``BusyLog``;
 at the run's end it gives, per actor: busy seconds (the union of its call spans, so
 never more than its wall seconds), wall seconds (from the actor's start to the run's
-end), load seconds, batches (groups), calls, items made, node, GPU ids and peak GPU
-memory; and per card (node and GPU ids): the union of its actors' spans against the
+end), load seconds, batches (groups), calls, items made, node, GPU ids, peak GPU
+memory, its merged call spans and its work spans (whole groups, writing included); and per card (node and GPU ids): the union of its actors' spans against the
 time since its first actor started. Neutral ground: no torch, no Ray.
 """
 
@@ -42,11 +42,13 @@ class BusyLog:
         n = json.loads(str(note))
         a = self.actors.setdefault(n["actor"], {
             "actor": n["actor"], "kind": n["kind"], "node": n.get("node"), "gpu_ids": list(n.get("gpu_ids") or []),
-            "started": n["started"], "ready": n.get("ready"), "groups": set(), "spans": set(), "items": 0,
+            "started": n["started"], "ready": n.get("ready"), "groups": set(), "spans": set(), "work": set(), "items": 0,
             "failed": 0, "peak_gpu_bytes": None})
         a["started"] = min(a["started"], n["started"])  # a restarted actor keeps its id: its first start
         a["groups"].add(n["group"])
         a["spans"].update((s[0], s[1]) for s in n["spans"])
+        if n.get("work"):
+            a["work"].add(tuple(n["work"]))
         a["items" if ok else "failed"] += 1
         if n.get("peak_gpu_bytes") is not None:
             a["peak_gpu_bytes"] = max(a["peak_gpu_bytes"] or 0, int(n["peak_gpu_bytes"]))
@@ -63,6 +65,7 @@ class BusyLog:
                 "wall_s": last - a["started"], "busy_s": sum(b - a_ for a_, b in spans),
                 "batches": len(a["groups"]), "calls": len(a["spans"]), "items": a["items"], "failed": a["failed"],
                 "peak_gpu_bytes": a["peak_gpu_bytes"], "spans": [[round(x, 4), round(y, 4)] for x, y in spans],
+                "work": union(a["work"]),  # whole groups: model calls plus the CPU work around them
             })
         return out
 
