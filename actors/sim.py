@@ -72,7 +72,7 @@ class Clock:
     """Sleeps modelled seconds x ``time_scale``; keeps what it was asked (tests inject ``sleep``)."""
 
     time_scale: float = 1.0
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] | None = None  # None: time.sleep (looked up at each wait)
     card: str | None = None
     asked: list[float] = field(default_factory=list)  # modelled seconds of each wait
 
@@ -81,7 +81,7 @@ class Clock:
             raise ValueError(f"sim time_scale={self.time_scale} must be positive")
         self.asked.append(modelled_s)
         with card_lock(self.card) if exclusive else nullcontext():
-            self.sleep(modelled_s * self.time_scale)
+            (self.sleep or time.sleep)(modelled_s * self.time_scale)
 
 
 # ---------------------------------------------------------------- MusicGen
@@ -123,7 +123,7 @@ class SimMusicGen:
         return torch.zeros((b, 1, (prompt + frames) * self.hop))
 
 
-def sim_music(model_id: str, time_scale: float = 1.0, sleep: Callable[[float], None] = time.sleep):
+def sim_music(model_id: str, time_scale: float = 1.0, sleep: Callable[[float], None] | None = None):
     """A ``MusicModel`` whose generate() sleeps what ``model_id`` costs on a V100."""
     from actors.engines import MusicModel
 
@@ -171,7 +171,7 @@ class SimDiffusion:
         return SimpleNamespace(images=[Image.new("RGB", (width, height), (128, 128, 128)) for _ in range(n)])
 
 
-def sim_image(time_scale: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> SimDiffusion:
+def sim_image(time_scale: float = 1.0, sleep: Callable[[float], None] | None = None) -> SimDiffusion:
     clock = Clock(time_scale, sleep, _card())
     clock.wait(IMAGE.load_s, exclusive=False)
     return SimDiffusion(IMAGE, clock)

@@ -20,12 +20,12 @@ if TYPE_CHECKING:  # the section type only: director/ does not import the driver
 
 
 class SimDirector(OfflineDirector):
-    def __init__(self, plan: "PlanConfig", time_scale: float = 1.0, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, plan: "PlanConfig", time_scale: float = 1.0, sleep: Callable[[float], None] | None = None):
         super().__init__(plan)
-        self.time_scale, self.sleep = float(time_scale), sleep
+        self.time_scale, self.sleep = float(time_scale), sleep  # sleep None: time.sleep
 
     def plan(self, album_id: str, concept: str, inputs: dict) -> tuple[AlbumPlan, dict]:
         plan, meta = super().plan(album_id, concept, inputs)
         modelled = LLM.plan_s(len(plan.tracks))
-        self.sleep(modelled * self.time_scale)
+        (self.sleep or time.sleep)(modelled * self.time_scale)
         return plan, {**meta, "director": "sim", "modelled_latency_s": round(modelled, 3)}
