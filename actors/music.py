@@ -83,6 +83,7 @@ class MusicActor(GuardedStage):
         ``time_scale``: the sim engine's (``sim.time_scale``)."""
         self._start_guard(out, run_id, max_deaths)  # see actors.faults: deaths are counted, not looped
         self.worker = worker_info("MusicActor")
+        self.batch_size = music.batch_size  # tracks per generate() call
         with self._loading() as load:
             self.m = m = load_music(music.engine, music.model_id, Path(tiny_cache), time_scale) if load else None
         if m is None:  # the model load kept killing the process: every track fails, named
@@ -120,7 +121,7 @@ class MusicActor(GuardedStage):
         if not todo:
             return batch
         batch = writable(batch)
-        self._process(batch, todo, len(todo), self._render)
+        self._process(batch, todo, self.batch_size, self._render)
         return batch
 
     def _render(self, batch, idx: list[int]) -> None:

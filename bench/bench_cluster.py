@@ -11,8 +11,9 @@ times ``--time-scale``), and prints JSON in *modelled V100 seconds* (measured / 
 - minutes per album;
 - GPU busy share per card and overall, after start-up (from each card's first model call)
   and over the whole run; makespan against the ideal (total GPU work / cards);
-- idle card time by cause: start-up (before a card's first call: Ray, actors, model
-  loads, the first plans), actor CPU work (gaps inside a group: mastering, encoding,
+- start-up in real seconds (before a card's first call: Ray, actor processes, imports,
+  model loads, the first plans: mostly process starts on this machine, so not scaled);
+- idle card time after each card's first call, by cause: actor CPU work (gaps inside a group: mastering, encoding,
   writing, *not* scaled by the time scale, so a small time scale on a busy 2-core box
   overstates it), planner starvation (a gap when fewer planned items were waiting than
   the stage's actors take in one batch each), stage imbalance (a gap while planned work
@@ -129,6 +130,8 @@ def report(out: Path, time_scale: float) -> dict:
     gpu_work = sum(length(sp) for sp in cards.values())
     n_cards = len(cards) or 1
     makespan = end - start
+    first_call = min((s_[0] for sp in cards.values() for s_ in sp), default=start)
+    after_start = end - first_call
     per_batch = {"MusicActor": cfg["music"]["batch_size"], "ImageActor": cfg["image"]["batch_size"]}
     causes = idle_causes(actors, start, end, _planned_times(out, cfg["image"]["track_art"]),
                          _done_times(out), per_batch)
@@ -142,9 +145,13 @@ def report(out: Path, time_scale: float) -> dict:
         "gpu_busy_share_whole_run": round(run["gpu_busy_s"] / run["gpu_held_s"], 3) if run["gpu_held_s"] else None,
         "gpu_busy_share_per_gpu (after start-up)": per_card,
         "makespan_s (modelled)": round(makespan * s, 1),
+        "makespan_after_start_up_s (modelled, from the first model call)": round(after_start * s, 1),
         "ideal_s (gpu work / gpus, modelled)": round(gpu_work * s / n_cards, 1),
-        "makespan_over_ideal": round(makespan / (gpu_work / n_cards), 3) if gpu_work else None,
-        "idle_gpu_s_by_cause (modelled, summed over gpus)": {k: round(v * s, 1) for k, v in causes.items()},
+        "makespan_over_ideal (after start-up)": round(after_start / (gpu_work / n_cards), 3) if gpu_work else None,
+        # start-up is mostly process starts and imports on this machine: not scaled, so in real seconds
+        "start_up_real_s (mean per gpu, before its first call)": round(causes.pop("start_up") / n_cards, 1),
+        "idle_gpu_s_by_cause (modelled, summed over gpus, after each gpu's first call)":
+            {k: round(v * s, 1) for k, v in causes.items()},
         "per_stage": {k: {"actors": sum(1 for a in actors if a["kind"] == k),
                           "busy_s (modelled)": round(sum(a["busy_s"] for a in actors if a["kind"] == k) * s, 1),
                           "batches": sum(a["batches"] for a in actors if a["kind"] == k),

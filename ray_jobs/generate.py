@@ -259,7 +259,10 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     ds = ds.map_batches(
         MusicActor,
         fn_constructor_kwargs=dict(out=out, music=m, tiny_cache=str(cfg.tiny_cache), **faults),
-        batch_size=m.batch_size,
+        # rows arrive mixed (an album's cover and art among its tracks): size batches so that
+        # each call still holds music.batch_size tracks; an album's block (one album) then
+        # fills a batch instead of leaving a one-track remainder that costs a whole window
+        batch_size=-(-m.batch_size * rows_per_album // cfg.plan.tracks_per_album),
         compute=strategy(sizes, "music"),  # grows and shrinks with the cluster
         num_gpus=sizes["music_gpus"],
         num_cpus=m.num_cpus,
