@@ -62,3 +62,17 @@ def test_model_text_cannot_drive_the_terminal(tmp_path):
     text = format_stats(compute_stats(sample.out))
     assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text and "line1 line2" in text
     assert len(printable("x" * 500)) == 120
+
+
+def test_stats_show_gpu_busy_share_and_gpu_minutes_per_album(sample):
+    from albumforge import manifest as mf
+
+    s = compute_stats(sample.out)  # runs from before GPU figures were recorded: none shown
+    assert s["gpu_busy_share"] is None and "– busy" in format_stats(s)
+    mf.write_manifest(sample.out, "runs", "gpu-run", [{**mf.null_row("runs"), "run_id": "gpu-run", "n_ok": 2,
+                                                       "wall_s": 50.0, "gpu_busy_s": 90.0, "gpu_held_s": 120.0}])
+    s = compute_stats(sample.out)
+    assert s["gpu_busy_share"] == pytest.approx(0.75)
+    assert s["gpu_minutes_per_album"] == pytest.approx(120 / 60 / 2)
+    assert s["gpu_busy_minutes_per_album"] == pytest.approx(90 / 60 / 2)
+    assert "75% busy, 1.00 GPU-minutes per album (0.75 in model calls)" in format_stats(s)
