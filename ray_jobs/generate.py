@@ -38,6 +38,7 @@ from ray_jobs.outlock import OutLock
 from ray_jobs.placement import (
     Placements,
     describe_pools,
+    grow_by_pool_bounds,
     observe,
     start_in_order,
     strategy,
@@ -292,6 +293,7 @@ def _init_ray(cfg: RunConfig, verbosity: int = console.NORMAL) -> bool:
     # rows (see AlbumWriter) and the next run redoes them.
     ctx.max_errored_blocks = -1
     start_in_order(ctx, cfg)  # music actors take their cards before image actors ask
+    grow_by_pool_bounds(ctx)  # a node that joins mid-run gets actors (pool bounds cap the growth)
     return started
 
 
