@@ -84,7 +84,8 @@ class Store:
             import fsspec
 
             try:
-                self._fs, _ = fsspec.core.url_to_fs(self.url)
+                # no listings cache: other processes (actors on other nodes) write here too
+                self._fs, _ = fsspec.core.url_to_fs(self.url, **({} if self.local else {"use_listings_cache": False}))
             except (ImportError, ValueError) as e:
                 raise StoreError(f"--out {self.url}: {e}") from e
         return self._fs
@@ -112,6 +113,14 @@ class Store:
         if self.local:
             return self.local_path(rel).exists()
         return self.fs.exists(self._path(rel))
+
+    def is_dir(self, rel: str) -> bool:
+        """A folder (on object storage: a prefix that holds objects)."""
+        if self.local:
+            return self.local_path(rel).is_dir()
+        path = self._path(rel)
+        self.fs.invalidate_cache(path)
+        return self.fs.isdir(path)
 
     def is_file(self, rel: str) -> bool:
         if self.local:
