@@ -374,7 +374,12 @@ def out_value(value):
         return value
     if not isinstance(value, str) or not value:
         raise ValueError(f"out={value!r}: expected a folder path or a URL such as s3://bucket/prefix")
-    return value.rstrip("/") if is_url(value) else Path(value.removeprefix("file://"))
+    if is_url(value):
+        if "@" in value.split("://", 1)[1].split("/", 1)[0]:  # s3://KEY:SECRET@bucket would land in the run row
+            raise ValueError("out: a URL with credentials in it is refused (they would be written into the run "
+                             "row): give them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+        return value.rstrip("/")
+    return Path(value.removeprefix("file://"))
 
 
 class RunConfig(_Section):

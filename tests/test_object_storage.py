@@ -190,3 +190,14 @@ def test_s3_stale_hold_is_taken_over_by_one_run_only(s3_out):
     finally:
         lock.release()
     assert not store.exists(HOLD_REL) and not store.exists(".albumforge/takeover-h1")
+
+
+def test_out_urls_in_the_config(tmp_path):
+    from ray_jobs.config import RunConfig
+
+    assert RunConfig.load(out="s3://bucket/run/").out == "s3://bucket/run"
+    assert RunConfig.load(out=str(tmp_path)).out == tmp_path  # local folders stay Paths, as ever
+    cfg = RunConfig.load(out="gs://bucket/x")
+    assert RunConfig.model_validate_json(cfg.model_dump_json()).out == "gs://bucket/x"  # the run row's config
+    with pytest.raises(ValueError, match="credentials in it is refused"):
+        RunConfig.load(out="s3://KEY:SECRET@bucket/run")
