@@ -201,3 +201,36 @@ def test_out_urls_in_the_config(tmp_path):
     assert RunConfig.model_validate_json(cfg.model_dump_json()).out == "gs://bucket/x"  # the run row's config
     with pytest.raises(ValueError, match="credentials in it is refused"):
         RunConfig.load(out="s3://KEY:SECRET@bucket/run")
+
+
+def test_audio_tags_and_embedded_copies_on_s3(s3_out, tmp_path):
+    """The writers the actors and the driver use, straight into the bucket: encoded audio,
+    tags with the embedded cover (downloaded, tagged, uploaded whole), a song's copy."""
+    import io
+
+    import numpy as np
+    from mutagen.oggvorbis import OggVorbis
+    from PIL import Image
+
+    from actors.audio import write_audio
+    from actors.songcover import embed_copy
+    from actors.tags import tag_album
+
+    store = Store(s3_out)
+    sr = 32000
+    tone = (0.2 * np.sin(np.linspace(0, 440 * 2 * np.pi, sr))).astype(np.float32)
+    rels = write_audio(tone, sr, "media/abc/track-01", ["ogg", "wav"], store=store)
+    assert rels == ["media/abc/track-01.ogg", "media/abc/track-01.wav"]
+    png = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 40, 90)).save(png, format="PNG")
+    store.write_bytes("media/abc/cover.png", png.getvalue())
+    row = {"title": "Night Drive", "artist": "Tiny", "cover_path": "media/abc/cover.png", "n_tracks": 1, "year": 2026}
+    tracks = [{"track_no": 1, "title": "Song 1", "status": "ok", "paths": rels}]
+    assert tag_album(s3_out, row, tracks) == []
+    store.download(rels[0], tmp_path / "t.ogg")
+    ogg = OggVorbis(tmp_path / "t.ogg")
+    assert ogg["TITLE"] == ["Song 1"] and ogg["METADATA_BLOCK_PICTURE"]
+    song = tmp_path / "mine.ogg"
+    song.write_bytes(store.read_bytes(rels[0]))
+    rel = embed_copy(s3_out, song, "abc", "media/abc/cover.png")
+    assert store.is_file(rel) and song.read_bytes() == store.read_bytes(rels[0])  # the input is never changed
