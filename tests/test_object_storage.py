@@ -151,7 +151,18 @@ def test_a_held_s3_out_refuses_a_second_run(s3_out, tiny_cache, tmp_path):
     assert not Store(s3_out).exists("manifests/runs")  # refused before anything was written
 
 
-def test_missing_bucket_is_a_named_error_before_ray(s3_out, tiny_cache, tmp_path):
+@pytest.mark.slow
+def test_cli_names_a_missing_bucket_and_exits_2(s3_out, tiny_cache, tmp_path):
+    concepts = tmp_path / "c.txt"
+    concepts.write_text(CONCEPTS[0] + "\n")
+    result = _generate(concepts, "s3://no-such-bucket-" + os.urandom(4).hex() + "/run", tiny_cache)
+    assert result.returncode == 2, result.stderr[-3000:]
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("albumforge:")]
+    assert "--out s3://no-such-bucket-" in line and "cannot write there" in line
+    assert "Traceback" not in result.stderr and os.environ["AWS_SECRET_ACCESS_KEY"] not in result.stderr
+
+
+def test_missing_bucket_is_a_named_error_before_ray(s3_out):
     from ray_jobs.generate import OutError, check_out
 
     missing = "s3://no-such-bucket-" + os.urandom(4).hex() + "/run"
