@@ -23,12 +23,12 @@ class WriteError(OSError):
     """``path`` could not be written. ``errno`` is the cause's (None when it had none), so
     callers can tell a full disk (ENOSPC) from a path that can never work (EISDIR, ENOTDIR)."""
 
-    def __init__(self, path: Path, cause: BaseException):
+    def __init__(self, path: Path | str, cause: BaseException):
         never = getattr(cause, "errno", None) in (errno_mod.EISDIR, errno_mod.ENOTDIR)
         super().__init__(f"cannot write {path}: {describe(cause)}"
                          + (" (a re-run cannot fix this: move what is in the way)" if never else ""))
         self.errno = getattr(cause, "errno", None)
-        self.path = Path(path)
+        self.path = path  # a local Path, or an object storage URL (albumforge.storage)
         self.cause = cause
 
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from albumforge.atomic import atomic_path
+from albumforge.storage import Store, as_store, is_url
 from albumforge.rows import STATUS_FAILED, STATUS_INTERRUPTED, STATUS_OK  # noqa: F401 (the statuses of rows)
 
 _ts = pa.timestamp("us", tz="UTC")
@@ -198,7 +199,11 @@ class ManifestError(ValueError):
     """A manifest file that is missing, unreadable or does not match its schema."""
 
 
-def manifest_dir(out: Path, kind: str) -> Path:
+def manifest_dir(out, kind: str) -> Path | str:
+    """A local folder (Path), or for object storage the folder's URL (str)."""
+    if isinstance(out, Store) or is_url(out):
+        store = as_store(out)
+        return store.local_path(f"manifests/{kind}") if store.local else store.uri(f"manifests/{kind}")
     return Path(out) / "manifests" / kind
 
 
@@ -228,17 +233,32 @@ def write_rows(path: Path, rows: list[dict], schema: pa.Schema) -> None:
         pq.write_table(table, tmp)
 
 
-def write_manifest(out: Path, kind: str, name: str, rows: list[dict]) -> Path:
-    path = manifest_dir(out, kind) / f"{name}.parquet"
-    write_rows(path, rows, SCHEMAS[kind])
-    return path
+def write_manifest(out, kind: str, name: str, rows: list[dict]) -> Path | str:
+    """``out``: a path, a URL or a Store (``albumforge.storage``); returns the file's path or URL."""
+    store = as_store(out)
+    if store.local:
+        path = Path(manifest_dir(out, kind)) / f"{name}.parquet"
+        write_rows(path, rows, SCHEMAS[kind])
+        return path
+    rel = f"manifests/{kind}/{name}.parquet"
+    check_rows(rows, SCHEMAS[kind], store.uri(rel))
+    table = pa.Table.from_pylist(rows, schema=SCHEMAS[kind])
+    with store.writing(rel) as tmp:  # uploaded whole
+        pq.write_table(table, tmp)
+    return store.uri(rel)
 
 
 def read_file(path: Path, kind: str) -> pa.Table:
     """Read one manifest file and check it against its schema (error names the file)."""
     schema = SCHEMAS[kind]
     try:
-        table = pq.read_table(path)
+        if is_url(path):  # object storage: through fsspec, as every other read of OUT
+            import fsspec
+
+            with fsspec.open(str(path), "rb") as f:
+                table = pq.read_table(f)
+        else:
+            table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for a corrupt file
         raise ManifestError(f"{path}: not a readable Parquet file ({e})") from e
     missing = [f for f in schema if f.name not in table.schema.names]
@@ -253,8 +273,12 @@ def read_file(path: Path, kind: str) -> pa.Table:
         raise ManifestError(f"{path}: {kind} manifest does not match its schema ({e})") from e
 
 
-def manifest_files(out: Path, kind: str) -> list[Path]:
+def manifest_files(out, kind: str) -> list[Path] | list[str]:
     d = manifest_dir(out, kind)
+    if isinstance(d, str):  # object storage: the files' URLs
+        store = as_store(out)
+        return [store.uri(f"manifests/{kind}/{n}") for n in store.listdir(f"manifests/{kind}")
+                if n.endswith(".parquet") and not n.startswith(".")]
     return sorted(p for p in d.glob("*.parquet") if not p.name.startswith(".")) if d.exists() else []
 
 

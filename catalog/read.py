@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from albumforge.manifest import STATUS_OK, read_manifest
+from albumforge.storage import as_store, is_url
 from catalog.slugs import resolve_inside
 
 
@@ -43,12 +44,19 @@ def json_object(text: object) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _plan_lyrics(out: Path, plan_path: object) -> list[str | None]:
+def _plan_lyrics(out, plan_path: object) -> list[str | None]:
     """Per-track lyrics from the plan file, when it exists inside OUT and holds them."""
-    path = resolve_inside(out, plan_path)
-    if path is None or not path.is_file():
-        return []
-    data = json_object(path.read_text(encoding="utf-8", errors="replace"))
+    if is_url(out):  # object storage: no symlinks to escape through; the Store refuses '..'
+        try:
+            text = as_store(out).read_bytes(str(plan_path)).decode("utf-8", errors="replace")
+        except (OSError, ValueError):
+            return []
+    else:
+        path = resolve_inside(out, plan_path)
+        if path is None or not path.is_file():
+            return []
+        text = path.read_text(encoding="utf-8", errors="replace")
+    data = json_object(text)
     plan = data.get("plan") if isinstance(data.get("plan"), dict) else data
     tracks = plan.get("tracks")
     if not isinstance(tracks, list):
@@ -61,8 +69,8 @@ def _sort_key(album: dict) -> tuple:
     return ("".join(c for c in name if not unicodedata.combining(c)).casefold(), str(album["album_id"]))
 
 
-def read_catalog(out: Path) -> Catalog:
-    out = Path(out)
+def read_catalog(out) -> Catalog:
+    out = out if is_url(out) else Path(out)
     albums = read_manifest(out, "albums").to_pylist()
     tracks_table = read_manifest(out, "tracks")
     runs = read_manifest(out, "runs").to_pylist()

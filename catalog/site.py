@@ -10,6 +10,11 @@ Safety: every string from the manifests is untrusted. Templates autoescape and n
 mark model text safe; file names are slugs (catalog.slugs); media is read only from
 inside OUT and written only inside the site folder.
 
+Object storage: OUT and the site folder may each be a URL (``s3://…``; the site defaults to
+OUT/site, so a bucket serves it as a static website with the same relative links). Media
+are then copied inside the bucket (a server-side copy), downloaded (a local site of a
+bucket's OUT) or uploaded (the reverse).
+
 Incremental and deterministic: pages are rendered in a fixed order with no build time
 in them, and a file is written only when its bytes change, so an unchanged album keeps
 its files untouched. Files written by an earlier build that this build no longer makes
@@ -32,6 +37,7 @@ import jinja2
 
 from albumforge.resources import data_dir
 from albumforge.rows import STATUS_OK
+from albumforge.storage import Store, as_store, is_url
 from catalog.read import Catalog, read_catalog
 from catalog.slugs import album_slug, resolve_inside, safe_ext
 
@@ -46,24 +52,32 @@ IMAGE_EXTS = {"png", "jpg", "jpeg", "webp", "gif"}
 
 @dataclass
 class SiteReport:
-    site_dir: Path
+    site_dir: Path | str  # a local folder, or the site's URL
     written: int  # files created or changed by this build
     unchanged: int  # files this build would make that were already identical
     removed: int  # files of an earlier build that this build no longer makes
 
 
-def build_site(out: Path, site_dir: Path | None = None, base_url: str | None = None) -> Path:
+def build_site(out, site_dir=None, base_url: str | None = None) -> Path | str:
     """Build (or update) the site for ``out``; returns the site folder (index.html inside)."""
     return build_site_report(out, site_dir, base_url).site_dir
 
 
-def build_site_report(out: Path, site_dir: Path | None = None, base_url: str | None = None) -> SiteReport:
+def build_site_report(out, site_dir=None, base_url: str | None = None) -> SiteReport:
     # 1. check inputs
-    out = Path(out).resolve()
-    if not (out / "manifests").is_dir():
+    src = as_store(out)
+    out = src.root.resolve() if src.local else src.url
+    if not src.is_dir("manifests"):
         raise FileNotFoundError(f"out={str(out)!r} has no manifests/ folder: not an Albumforge output folder")
-    site = Path(site_dir).resolve() if site_dir is not None else out / "site"
-    if site == out or out.is_relative_to(site):
+    if site_dir is None:
+        site_store = Store(out / "site") if src.local else Store(src.uri("site"))
+    else:
+        site_store = Store(Path(site_dir).resolve()) if not is_url(site_dir) else Store(site_dir)
+    site = site_store.root if site_store.local else site_store.url
+    if src.local and site_store.local:
+        if site == out or out.is_relative_to(site):
+            raise ValueError(f"site_dir={str(site)!r} must not be the output folder or contain it")
+    elif site_store.url == src.url or (src.url + "/").startswith(site_store.url + "/"):
         raise ValueError(f"site_dir={str(site)!r} must not be the output folder or contain it")
     base_url = _check_base_url(base_url)
 
@@ -71,7 +85,7 @@ def build_site_report(out: Path, site_dir: Path | None = None, base_url: str | N
     cat = read_catalog(out)
 
     # 3. lay out pages and media: every site path is made here, from slugs only
-    writer = _Writer(site)
+    writer = _Writer(site_store, src)
     pages = _layout(cat, out)
 
     # 4. media: hard-link (or copy) each file that exists inside OUT
@@ -156,10 +170,19 @@ def _when(value: datetime | None) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _media(out: Path, rel: object, dest: str, allowed: set[str] | None = None) -> tuple[Path, str] | None:
-    """(source file inside OUT, site path) for a manifest path, or None if it is unusable."""
-    src = resolve_inside(out, rel)
-    if src is None or not src.is_file():
+def _media(out, rel: object, dest: str, allowed: set[str] | None = None) -> tuple[Path | str, str] | None:
+    """(source inside OUT, site path) for a manifest path, or None if it is unusable. The
+    source is a local Path, or for object storage the path inside OUT (a str)."""
+    if isinstance(out, Path):
+        src = resolve_inside(out, rel)
+        found = src is not None and src.is_file()
+    else:
+        src = rel
+        try:  # the Store refuses absolute paths and '..'; object storage has no symlinks
+            found = isinstance(rel, str) and bool(rel) and "\x00" not in rel and as_store(out).is_file(rel)
+        except ValueError:
+            found = False
+    if not found:
         if rel:
             log.warning("media %r is missing or outside the output folder: left out of the site", rel)
         return None
@@ -170,12 +193,12 @@ def _media(out: Path, rel: object, dest: str, allowed: set[str] | None = None) -
     return src, f"{dest}.{ext}"
 
 
-def _layout(cat: Catalog, out: Path) -> list[dict]:
+def _layout(cat: Catalog, out) -> list[dict]:
     """One entry per ok album: its page path, its media (source, site path), display rows."""
     pages = []
     for album in cat.ok_albums:
         slug = album_slug(album.get("title"), album["album_id"])
-        media: list[tuple[Path, str]] = []
+        media: list[tuple[Path | str, str]] = []
         cover = _media(out, album.get("cover_path"), f"media/{slug}/cover", IMAGE_EXTS)
         if cover:
             media.append(cover)
@@ -252,16 +275,17 @@ def _failed_tracks(cat: Catalog, pages: list[dict]) -> list[dict]:
 
 
 class _Writer:
-    """Writes into the site folder only when bytes differ; tracks what it made."""
+    """Writes into the site folder (a Store) only when bytes differ; tracks what it made.
+    ``src``: OUT's Store, where media sources given as paths inside OUT are read."""
 
-    def __init__(self, site: Path):
-        self.site = site
+    def __init__(self, site: Store, src: Store):
+        self.store, self.src = site, src
+        self.site = site.root if site.local else None
         self.made: set[str] = set()
         self.written = 0
         self.unchanged = 0
-        state = site / STATE_FILE
         try:
-            self.previous = set(json.loads(state.read_text()).get("files", []))
+            self.previous = set(json.loads(site.read_bytes(STATE_FILE)).get("files", []))
         except (OSError, ValueError, AttributeError):
             self.previous = set()
 
@@ -277,6 +301,9 @@ class _Writer:
         self.data(rel, text.encode("utf-8"))
 
     def data(self, rel: str, data: bytes) -> None:
+        if self.site is None:
+            self._remote_data(rel, data)
+            return
         target = self._target(rel)
         try:
             if target.is_file() and not target.is_symlink() and target.read_bytes() == data:
@@ -295,7 +322,21 @@ class _Writer:
             raise
         self.written += 1
 
-    def link(self, src: Path, rel: str) -> None:
+    def _remote_data(self, rel: str, data: bytes) -> None:
+        self.made.add(rel)
+        try:
+            if self.store.read_bytes(rel) == data:
+                self.unchanged += 1
+                return
+        except (OSError, ValueError):
+            pass
+        self.store.write_bytes(rel, data)
+        self.written += 1
+
+    def link(self, src: Path | str, rel: str) -> None:
+        if isinstance(src, str) or self.site is None:  # object storage on one side (or both)
+            self._copy(src, rel)
+            return
         target = self._target(rel)
         if target.is_symlink():
             target.unlink()
@@ -311,9 +352,35 @@ class _Writer:
             shutil.copy2(src, target)
         self.written += 1
 
+    def _copy(self, src: Path | str, rel: str) -> None:
+        """A media file across object storage: a server-side copy inside one store (skipped
+        when size and ETag already match), else its bytes (downloaded or uploaded)."""
+        if isinstance(src, str) and self.site is None and type(self.store.fs) is type(self.src.fs):
+            self.made.add(rel)
+            s_path, d_path = self.src._path(src), self.store._path(rel)
+            try:
+                s, d = self.src.fs.info(s_path), self.store.fs.info(d_path)
+                if s.get("size") == d.get("size") and s.get("ETag") and s.get("ETag") == d.get("ETag"):
+                    self.unchanged += 1
+                    return
+            except FileNotFoundError:
+                pass
+            self.store.fs.copy(s_path, d_path)
+            self.written += 1
+            return
+        self.data(rel, src.read_bytes() if isinstance(src, Path) else self.src.read_bytes(src))
+
     def finish(self) -> int:
         removed = 0
         for rel in sorted(self.previous - self.made):
+            if self.site is None:
+                try:
+                    if self.store.is_file(rel):
+                        self.store.delete(rel)
+                        removed += 1
+                except ValueError:
+                    pass
+                continue
             target = resolve_inside(self.site, rel)
             if target is not None and (target.is_file() or target.is_symlink()):
                 target.unlink()

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from albumforge.manifest import STATUS_OK, read_manifest
+from albumforge.storage import is_url
 
 TOP_GENRES = 10
 TOP_ERRORS = 5
@@ -19,7 +20,7 @@ def _frame(out: Path, kind: str) -> pl.DataFrame:
 
 def compute_stats(out: Path) -> dict:
     """Counts and averages of the albums, tracks and runs under ``out``."""
-    out = Path(out)
+    out = out if is_url(out) else Path(out)
     albums, tracks, runs = _frame(out, "albums"), _frame(out, "tracks"), _frame(out, "runs")
     ok = albums.filter(pl.col("status") == STATUS_OK)
     failed = albums.filter(pl.col("status") != STATUS_OK)

@@ -28,13 +28,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from actors.jobs import batch_of, rows_of
 from albumforge import manifest as mf
 from albumforge.rows import KIND_ART, KIND_COVER, from_batch, job_row
+from albumforge.storage import as_store
 from ray_jobs import assemble
-from ray_jobs.config import RunConfig
+from ray_jobs.config import RunConfig, out_value
 
 log = logging.getLogger("albumforge.reroll")
 
@@ -59,10 +60,11 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _read_album(out: Path, aid: str) -> tuple[dict, list[dict]]:
-    album = mf.read_file(mf.manifest_dir(out, "albums") / f"{aid}.parquet", "albums").to_pylist()[0]
-    tracks_file = mf.manifest_dir(out, "tracks") / f"{aid}.parquet"
-    tracks = mf.read_file(tracks_file, "tracks").to_pylist() if tracks_file.exists() else []
+def _read_album(out, aid: str) -> tuple[dict, list[dict]]:
+    store = as_store(out)
+    album = mf.read_file(store.uri(f"manifests/albums/{aid}.parquet"), "albums").to_pylist()[0]
+    tracks_rel = f"manifests/tracks/{aid}.parquet"
+    tracks = mf.read_file(store.uri(tracks_rel), "tracks").to_pylist() if store.exists(tracks_rel) else []
     return album, tracks
 
 
@@ -75,7 +77,7 @@ def select(out: Path, below: float, what: str = "images") -> list[Pick]:
     """The images scored under ``below``, lowest first (unscored images are never picked)."""
     picks = []
     for path in mf.manifest_files(out, "albums"):
-        album, tracks = _read_album(out, path.stem)
+        album, tracks = _read_album(out, PurePosixPath(str(path)).stem)
         aid = album["album_id"]
         if what in ("images", "covers") and album.get("cover_path") and album.get("cover_score") is not None:
             if album["cover_score"] < below:
@@ -128,7 +130,7 @@ def regenerate(out: Path, cfg: RunConfig, picks: list[Pick], run_id: str, actor=
     if actor is None:
         from actors.image import ImageActor
 
-        actor = ImageActor(str(out), cfg.image, str(cfg.tiny_cache))
+        actor = ImageActor(as_store(out).url, cfg.image, str(cfg.tiny_cache))
     rows = [job_row(p.album_id, p.kind, p.item_no, 1, p.prompt, 0.0, cfg.seed, p.reroll) for p in picks]
     done = rows_of(actor(batch_of(rows)))
     by_album: dict[str, list[tuple[Pick, dict]]] = {}
@@ -169,7 +171,7 @@ def run_config(out: Path, config: Path | None = None, engine: str = "tiny") -> R
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="albumforge reroll",
                                  description="Re-render the images whose CLIP score is under a threshold, new seeds.")
-    ap.add_argument("out", type=Path, help="the output folder of an earlier generate run")
+    ap.add_argument("out", type=out_value, help="the output folder of an earlier generate run (a path or a URL)")
     ap.add_argument("--below", type=float, required=True, help="re-roll images whose score is under this")
     ap.add_argument("--what", choices=("images", "covers", "art"), default="images")
     ap.add_argument("--config", type=Path, default=None,
@@ -185,7 +187,7 @@ def reroll_main(argv: list[str] | None = None, actor=None) -> int:
     """Exit status 0 when every picked image came back (or nothing was under the threshold)."""
     args = parser().parse_args(argv)
     out = args.out
-    if not mf.manifest_dir(out, "albums").is_dir():
+    if not as_store(out).is_dir("manifests/albums"):
         print(f"reroll: {out} has no albums manifest (manifests/albums/)")
         return 2
     picks = select(out, args.below, args.what)

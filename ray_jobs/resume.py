@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from actors.records import album_records
+from albumforge.storage import as_store
 from albumforge import manifest as mf
 from albumforge.rows import KIND_ART, KIND_TRACK, item_seed, reroll_key  # noqa: F401 (re-exported)
 from ray_jobs.assemble import ART_NONE, cover_item
@@ -39,13 +40,16 @@ class Finished:
         return sorted(items), sorted(art)
 
 
-def _exists(out: Path, rel) -> bool:
-    return bool(rel) and (out / rel).is_file()
+def _exists(out, rel) -> bool:
+    try:
+        return bool(rel) and out.is_file(rel)
+    except ValueError:  # a path that leaves OUT
+        return False
 
 
 def scan_finished(out: Path, album_ids: list[str]) -> Finished:
     """What is finished, from the manifests, then from the item records of unfinished albums."""
-    out = Path(out)
+    out = as_store(out)
     found = Finished()
     for aid in sorted(set(album_ids)):
         rerolls = _scan_manifests(out, aid, found)
@@ -65,13 +69,12 @@ def scan_finished(out: Path, album_ids: list[str]) -> Finished:
 
 def _scan_manifests(out: Path, aid: str, found: Finished) -> dict[str, int]:
     """An album's manifests into ``found``; returns its re-roll counts."""
-    album_file = mf.manifest_dir(out, "albums") / f"{aid}.parquet"
-    tracks_file = mf.manifest_dir(out, "tracks") / f"{aid}.parquet"
-    if not album_file.exists():
+    album_rel, tracks_rel = f"manifests/albums/{aid}.parquet", f"manifests/tracks/{aid}.parquet"
+    if not out.exists(album_rel):
         return {}
     try:
-        album = mf.read_file(album_file, "albums").to_pylist()[0]
-        tracks = mf.read_file(tracks_file, "tracks").to_pylist() if tracks_file.exists() else []
+        album = mf.read_file(out.uri(album_rel), "albums").to_pylist()[0]
+        tracks = mf.read_file(out.uri(tracks_rel), "tracks").to_pylist() if out.exists(tracks_rel) else []
     except (mf.ManifestError, IndexError) as e:
         log.warning("redoing album %s: %s", aid, e)
         return {}

@@ -75,3 +75,31 @@ def tiny_config(tmp_path, tiny_cache):
         return RunConfig.load(preset="tiny", **base)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def s3_env():
+    """A real S3-compatible server on loopback (tests/s3_server.py) for the session: the
+    environment (keys, ``AWS_ENDPOINT_URL``) a client needs to reach it."""
+    from tests.s3_server import s3_server
+
+    with s3_server() as env:
+        yield env
+
+
+@pytest.fixture()
+def s3_out(s3_env, monkeypatch):
+    """A fresh bucket on the loopback S3 server, set as this test's environment; yields
+    ``s3://<bucket>/run`` for ``--out``."""
+    import secrets
+
+    import fsspec
+
+    from tests.s3_server import make_bucket
+
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    fsspec.config.conf.pop("s3", None)
+    bucket = "albumforge-" + secrets.token_hex(4)
+    make_bucket(s3_env, bucket)
+    yield f"s3://{bucket}/run"

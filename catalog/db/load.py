@@ -21,6 +21,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, create_engine, delete, event, select, tuple_
 from sqlalchemy.engine import make_url
 
+from albumforge.storage import as_store, is_url
 from albumforge.manifest import (
     STATUS_FAILED,
     STATUS_OK,
@@ -38,7 +39,11 @@ DB_FILE = "catalog.sqlite"  # the default database: a SQLite file inside OUT
 CHUNK = 500  # rows per statement
 
 
-def default_url(out: Path) -> str:
+def default_url(out) -> str:
+    """SQLite in OUT; an object storage OUT cannot hold a database file: ``--db`` is needed."""
+    if is_url(out):
+        raise ValueError(f"out={str(out)!r} is object storage, which cannot hold a SQLite file: give --db "
+                         "(e.g. --db sqlite:///catalog.sqlite or a postgresql URL)")
     return f"sqlite:///{(Path(out) / DB_FILE).resolve()}"
 
 
@@ -68,8 +73,8 @@ def load(out: Path, url: str | None = None) -> dict:
     Returns counts of what this call loaded: runs, albums, tracks, genres,
     tracks_removed (gone from a reloaded album), tracks_skipped (album not finished).
     """
-    out = Path(out)
-    if not (out / "manifests").is_dir():
+    out = out if is_url(out) else Path(out)
+    if not as_store(out).is_dir("manifests"):
         raise FileNotFoundError(f"out={str(out)!r} has no manifests/ folder: not an Albumforge output folder")
     # 1. read and check everything before touching the database
     runs, albums, tracks, skipped = read_batch(out)
@@ -115,7 +120,7 @@ def read_batch(out: Path) -> tuple[list[dict], list[dict], list[dict], int]:
     return runs, albums, kept, len(tracks) - len(kept)
 
 
-def _rows(out: Path, kind: str, key: tuple[str, ...]) -> list[dict]:
+def _rows(out, kind: str, key: tuple[str, ...]) -> list[dict]:
     rows, seen = [], {}
     for path in manifest_files(out, kind):
         for i, row in enumerate(read_file(path, kind).to_pylist()):
