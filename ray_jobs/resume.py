@@ -10,11 +10,16 @@ path is cleared and its re-roll counter raised, so the re-run draws it with a ne
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from actors.records import album_records
 from albumforge import manifest as mf
+from albumforge import parts
+from albumforge.storage import as_store
 from albumforge.rows import KIND_ART, KIND_TRACK, item_seed, reroll_key  # noqa: F401 (re-exported)
 from ray_jobs.assemble import ART_NONE, cover_item
 
@@ -39,61 +44,118 @@ class Finished:
         return sorted(items), sorted(art)
 
 
-def _exists(out: Path, rel) -> bool:
-    return bool(rel) and (out / rel).is_file()
+class MediaCheck:
+    """Does a file named in a manifest exist? Locally one ``stat`` per file; on object storage
+    one listing of its top folder (``media/``) for the whole scan, never a request per file."""
+
+    def __init__(self, out):
+        self.store = as_store(out)
+        self.root = self.store.url if self.store.local else None
+        self.listed: dict[str, set[str]] = {}
+
+    def __call__(self, rel) -> bool:
+        if not rel or not isinstance(rel, str):
+            return False
+        if self.root is not None:
+            return os.path.isfile(os.path.join(self.root, rel))
+        top = rel.split("/", 1)[0]
+        if top not in self.listed:
+            self.listed[top] = self._list(top)
+        return rel in self.listed[top]
+
+    def _list(self, top: str) -> set[str]:
+        fs, base = self.store.fs, self.store._path(top)
+        root = self.store._path("").rstrip("/") + "/"
+        fs.invalidate_cache(base)
+        try:
+            return {p[len(root):] for p in fs.find(base) if p.startswith(root)}
+        except FileNotFoundError:
+            return set()
 
 
-def scan_finished(out: Path, album_ids: list[str]) -> Finished:
-    """What is finished, from the manifests, then from the item records of unfinished albums."""
-    out = Path(out)
+ALBUM_COLUMNS = ["status", "n_tracks", "cover_path"]  # what decides that an album is finished
+TRACK_COLUMNS = ["track_no", "status", "path", "paths"]
+
+
+def scan_finished(out, album_ids: list[str]) -> Finished:
+    """What is finished, from the catalogue, then from the item records of unfinished albums.
+
+    One read of the catalogue's parts, column-projected; full rows are read only when some
+    asked-for album is there but unfinished. A corrupt part is a ``ManifestError`` naming it.
+    """
+    store = as_store(out)
+    want = sorted(set(album_ids))
     found = Finished()
-    for aid in sorted(set(album_ids)):
-        rerolls = _scan_manifests(out, aid, found)
+    if not want:
+        return found
+    exists = MediaCheck(store)
+    ids = pa.array(want, pa.string())
+    cat = parts.read_catalogue(store, ALBUM_COLUMNS, TRACK_COLUMNS)
+    albums = cat.albums.rows().filter(pc.is_in(cat.albums.table["album_id"], ids))
+    tracks = cat.tracks.rows().filter(pc.is_in(cat.tracks.table["album_id"], ids))
+    found.albums = _complete(albums, tracks, exists)
+    rest = sorted(set(albums["album_id"].to_pylist()) - found.albums)
+    rerolls: dict[str, dict[str, int]] = {}
+    if rest:  # kept items of unfinished albums need their whole rows
+        full = parts.read_catalogue(store)
+        keep = pa.array(rest, pa.string())
+        rows = full.albums.rows().filter(pc.is_in(full.albums.table["album_id"], keep)).to_pylist()
+        by_album: dict[str, list[dict]] = {}
+        for t in full.tracks.rows().filter(pc.is_in(full.tracks.table["album_id"], keep)).to_pylist():
+            by_album.setdefault(t["album_id"], []).append(t)
+        for album in rows:
+            rerolls[album["album_id"]] = _scan_album(album, by_album.get(album["album_id"], []), exists, found)
+    for aid in want:
         if aid in found.albums:
             continue
         # items an interrupted run finished after its last manifest write; a re-rolled
         # image counts only with the current re-roll count (its seed derives from it)
+        counts = rerolls.get(aid, {})
         kept = {(False, no) for no in found.items.get(aid, ())} | {(True, no) for no in found.art.get(aid, ())}
         recs = [r for r in album_records(out, aid)
                 if (r["kind"] == KIND_ART, int(r["item_no"])) not in kept
                 and (r["kind"] == KIND_TRACK
-                     or int(r.get("reroll") or 0) == rerolls.get(reroll_key(r["kind"], r["item_no"]), 0))]
+                     or int(r.get("reroll") or 0) == counts.get(reroll_key(r["kind"], r["item_no"]), 0))]
         if recs:
             found.records[aid] = recs
     return found
 
 
-def _scan_manifests(out: Path, aid: str, found: Finished) -> dict[str, int]:
-    """An album's manifests into ``found``; returns its re-roll counts."""
-    album_file = mf.manifest_dir(out, "albums") / f"{aid}.parquet"
-    tracks_file = mf.manifest_dir(out, "tracks") / f"{aid}.parquet"
-    if not album_file.exists():
-        return {}
-    try:
-        album = mf.read_file(album_file, "albums").to_pylist()[0]
-        tracks = mf.read_file(tracks_file, "tracks").to_pylist() if tracks_file.exists() else []
-    except (mf.ManifestError, IndexError) as e:
-        log.warning("redoing album %s: %s", aid, e)
-        return {}
+def _complete(albums: pa.Table, tracks: pa.Table, exists: MediaCheck) -> set[str]:
+    """Albums whose row says ok, whose every track is ok, and whose every file exists."""
+    ok = albums.filter(pc.and_(pc.equal(albums["status"], mf.STATUS_OK), pc.is_valid(albums["cover_path"])))
+    ok_tracks = tracks.filter(pc.equal(tracks["status"], mf.STATUS_OK))
+    counted = ok_tracks.group_by("album_id").aggregate([("track_no", "count")])
+    n_ok = dict(zip(counted["album_id"].to_pylist(), counted["track_no_count"].to_pylist()))
+    candidates = {aid: cover for aid, cover, n in zip(ok["album_id"].to_pylist(), ok["cover_path"].to_pylist(),
+                                                      ok["n_tracks"].to_pylist())
+                  if n_ok.get(aid, 0) == (n or 0)}
+    done = {aid for aid, cover in candidates.items() if exists(cover)}
+    for aid, path, paths in zip(ok_tracks["album_id"].to_pylist(), ok_tracks["path"].to_pylist(),
+                                ok_tracks["paths"].to_pylist()):
+        if aid in done and not all(exists(p) for p in (paths or [path])):
+            done.discard(aid)
+    return done
+
+
+def _scan_album(album: dict, tracks: list[dict], exists: MediaCheck, found: Finished) -> dict[str, int]:
+    """An unfinished album's kept items into ``found``; returns its re-roll counts."""
+    aid = album["album_id"]
     items: dict[int, dict] = {}
     art: dict[int, dict] = {}
     rerolls = {"cover": int(album.get("cover_reroll") or 0)}
-    if _exists(out, album.get("cover_path")):
+    if exists(album.get("cover_path")):
         items[0] = cover_item(album)
     for t in tracks:
         no = int(t["track_no"])
-        if t["status"] == mf.STATUS_OK and all(_exists(out, p) for p in (t["paths"] or [t["path"]])):
+        if t["status"] == mf.STATUS_OK and all(exists(p) for p in (t["paths"] or [t["path"]])):
             items[no] = t
         rerolls[reroll_key(KIND_ART, no)] = int(t.get("art_reroll") or 0)
-        if not t.get("art_error") and _exists(out, t.get("art_path")):
+        if not t.get("art_error") and exists(t.get("art_path")):
             art[no] = {k: t.get(k) for k in ART_NONE}
-    complete = album["status"] == mf.STATUS_OK and 0 in items and len(items) == album["n_tracks"] + 1
-    if complete:
-        found.albums.add(aid)
-    else:
-        if items:
-            found.items[aid] = items
-        if art:
-            found.art[aid] = art
-        found.rerolls[aid] = rerolls
+    if items:
+        found.items[aid] = items
+    if art:
+        found.art[aid] = art
+    found.rerolls[aid] = rerolls
     return rerolls
