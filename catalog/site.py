@@ -11,13 +11,19 @@ mark model text safe; file names are slugs (catalog.slugs); media is read only f
 inside OUT and written only inside the site folder.
 
 Incremental and deterministic: pages are rendered in a fixed order with no build time
-in them, and a file is written only when its bytes change, so an unchanged album keeps
-its files untouched. Files written by an earlier build that this build no longer makes
-(a renamed or failed album) are removed; files the builder never wrote are left alone.
+in them, and a file is written only when its bytes change. The state file remembers, per
+album page, a hash of the album's rows (``catalog.read.album_hashes``), of the templates
+and of the page context: an album whose hash is unchanged is neither laid out nor
+rendered again (its media are not even looked at), so a rebuild after a few new albums
+renders those pages and the index only. Files written by an earlier build that this
+build no longer makes (a renamed or failed album) are removed; files the builder never
+wrote are left alone. OUT may be an object-store URL (the site then goes to ``site_dir``,
+a local folder, and media are fetched for the pages that are rendered).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -30,15 +36,19 @@ from urllib.parse import urlsplit
 
 import jinja2
 
+from albumforge.parts import has_catalogue
+from albumforge.present import MediaCheck, inside
 from albumforge.resources import data_dir
 from albumforge.rows import STATUS_OK
+from albumforge.storage import Store, as_store
 from catalog.read import Catalog, read_catalog
 from catalog.slugs import album_slug, resolve_inside, safe_ext
 
 log = logging.getLogger(__name__)
 
 SITE_SRC = data_dir("site")  # templates/ and static/ (data, not code): the checkout's, or a wheel's copy
-STATE_FILE = ".albumforge-site.json"  # what the last build wrote, so stale files can be removed
+STATE_FILE = ".albumforge-site.json"  # what the last build wrote (stale files go) and each album page's hash
+SITE_VERSION = 2  # of the builder's page layout: a new version renders every page again
 AUDIO_TYPES = {"ogg": "audio/ogg", "oga": "audio/ogg", "opus": "audio/ogg", "mp3": "audio/mpeg",
                "flac": "audio/flac", "wav": "audio/wav", "m4a": "audio/mp4"}
 IMAGE_EXTS = {"png", "jpg", "jpeg", "webp", "gif"}
@@ -48,77 +58,113 @@ IMAGE_EXTS = {"png", "jpg", "jpeg", "webp", "gif"}
 class SiteReport:
     site_dir: Path
     written: int  # files created or changed by this build
-    unchanged: int  # files this build would make that were already identical
+    unchanged: int  # files this build would make that were already identical (or kept: album unchanged)
     removed: int  # files of an earlier build that this build no longer makes
+    rendered: int = 0  # album pages rendered (the others were unchanged since the last build)
 
 
-def build_site(out: Path, site_dir: Path | None = None, base_url: str | None = None) -> Path:
+def build_site(out: Store | str | Path, site_dir: Path | None = None, base_url: str | None = None) -> Path:
     """Build (or update) the site for ``out``; returns the site folder (index.html inside)."""
     return build_site_report(out, site_dir, base_url).site_dir
 
 
-def build_site_report(out: Path, site_dir: Path | None = None, base_url: str | None = None) -> SiteReport:
-    # 1. check inputs
-    out = Path(out).resolve()
-    if not (out / "manifests").is_dir():
-        raise FileNotFoundError(f"out={str(out)!r} has no manifests/ folder: not an Albumforge output folder")
+def _site_folder(store: Store, site_dir: Path | None) -> Path:
+    if not store.local:
+        if site_dir is None:
+            raise ValueError(f"out={store.url!r} is not a local folder: give --site-dir (where to write the site)")
+        return Path(site_dir).resolve()
+    out = store.root.resolve()
     site = Path(site_dir).resolve() if site_dir is not None else out / "site"
     if site == out or out.is_relative_to(site):
         raise ValueError(f"site_dir={str(site)!r} must not be the output folder or contain it")
+    return site
+
+
+def build_site_report(out: Store | str | Path, site_dir: Path | None = None,
+                      base_url: str | None = None) -> SiteReport:
+    # 1. check inputs
+    store = as_store(out)
+    if not has_catalogue(store):
+        raise FileNotFoundError(f"out={store.url!r} has no manifests/ folder: not an Albumforge output folder")
+    site = _site_folder(store, site_dir)
     base_url = _check_base_url(base_url)
 
-    # 2. read the manifests (bad manifest -> ManifestError naming the file)
-    cat = read_catalog(out)
-
-    # 3. lay out pages and media: every site path is made here, from slugs only
-    writer = _Writer(site)
-    pages = _layout(cat, out)
-
-    # 4. media: hard-link (or copy) each file that exists inside OUT
-    for page in pages:
-        for src, dest in page["media"]:
-            writer.link(src, dest)
+    # 2. read the catalogue (bad part -> ManifestError naming the file)
+    cat = read_catalog(store)
+    media = _Media(store)
 
     # songs (`albumforge covers`): their own page, their covers and embedded copies
     from catalog.songs import song_layout
 
-    songs, failed_songs = song_layout(out, _media)
+    songs, failed_songs = song_layout(store, media)
+
+    # 3. album pages: an album whose rows, templates and page context are as at the last
+    # build keeps its page and media untouched; the others are laid out and rendered
+    writer = _Writer(site, store)
+    env = _environment()
+    ctx = {"base_url": base_url, "n_failed": len(cat.failed_albums), "n_runs": len(cat.runs),
+           "n_songs": len(songs) + len(failed_songs)}
+    key = _render_key(ctx, cat.has_track_art)
+    cards, rendered = [], 0
+    for album in cat.ok_albums:
+        aid = album["album_id"]
+        slug = album_slug(album.get("title"), aid)
+        href = f"albums/{slug}.html"
+        h = f"{cat.hashes.get(aid)}:{key}"
+        prev = writer.old_pages.get(aid)
+        if isinstance(prev, dict) and prev.get("h") == h and prev.get("href") == href and writer.kept(aid, prev):
+            cover = prev.get("cover")
+        else:
+            page = _album_page(cat, album, slug, media)
+            for src, dest in page["media"]:
+                writer.link(src, dest)
+            writer.text(href, env.get_template("album.html").render(
+                **ctx, root="../", path=href, album=album, tracks=page["tracks"], cover=page["cover"],
+                soundscape=_soundscape_rows(album["soundscape"]), has_track_art=cat.has_track_art))
+            cover, rendered = page["cover"], rendered + 1
+            writer.pages[aid] = {"h": h, "href": href, "cover": cover,
+                                 "files": [href, *(dest for _, dest in page["media"])]}
+        mood = album["inputs"].get("mood")
+        cards.append({"album": album, "href": href, "cover": cover,
+                      "genre_keys": sorted({g.strip().casefold() for g in album["genres"] if g.strip()}),
+                      "mood_key": mood.strip().casefold() if isinstance(mood, str) else ""})
     for s in songs:
         for src, dest in s["media"]:
             writer.link(src, dest)
 
-    # 5. render pages in a fixed order
-    env = _environment()
-    ctx = {"base_url": base_url, "n_failed": len(cat.failed_albums), "n_runs": len(cat.runs),
-           "n_songs": len(songs) + len(failed_songs)}
-    for page in pages:
-        html = env.get_template("album.html").render(
-            **ctx, root="../", path=page["href"], album=page["album"], tracks=page["tracks"],
-            cover=page["cover"], soundscape=_soundscape_rows(page["album"]["soundscape"]),
-            has_track_art=cat.has_track_art)
-        writer.text(page["href"], html)
-    genres = sorted({g for p in pages for g in p["genre_keys"]})
-    moods = sorted({p["mood_key"] for p in pages if p["mood_key"]})
+    # 4. the index, runs and songs pages, sitemap and static files
+    genres = sorted({g for p in cards for g in p["genre_keys"]})
+    moods = sorted({p["mood_key"] for p in cards if p["mood_key"]})
     writer.text("index.html", env.get_template("index.html").render(
-        **ctx, root="", path="index.html", pages=pages, genres=genres, moods=moods))
+        **ctx, root="", path="index.html", pages=cards, genres=genres, moods=moods))
     writer.text("runs.html", env.get_template("runs.html").render(
         **ctx, root="", path="runs.html", runs=_runs(cat), failed_albums=cat.failed_albums,
-        failed_tracks=_failed_tracks(cat, pages)))
+        failed_tracks=_failed_tracks(cat, cards)))
     if songs or failed_songs:
         writer.text("songs.html", env.get_template("songs.html").render(
             **ctx, root="", path="songs.html", songs=songs, failed=failed_songs))
     if base_url:
         paths = ["index.html", "runs.html"] + (["songs.html"] if songs or failed_songs else []) \
-            + [p["href"] for p in pages]
+            + [p["href"] for p in cards]
         writer.text("sitemap.xml", env.get_template("sitemap.xml").render(base_url=base_url, paths=paths))
     for f in sorted((SITE_SRC / "static").rglob("*")):
         if f.is_file():
             writer.data("static/" + f.relative_to(SITE_SRC / "static").as_posix(), f.read_bytes())
 
-    # 6. remove what an earlier build wrote and this one did not; remember this build
+    # 5. remove what an earlier build wrote and this one did not; remember this build
     removed = writer.finish()
-    log.info("site %s: %d written, %d unchanged, %d removed", site, writer.written, writer.unchanged, removed)
-    return SiteReport(site, writer.written, writer.unchanged, removed)
+    log.info("site %s: %d written, %d unchanged, %d removed, %d album pages rendered", site, writer.written,
+             writer.unchanged, removed, rendered)
+    return SiteReport(site, writer.written, writer.unchanged, removed, rendered)
+
+
+def _render_key(ctx: dict, has_track_art: bool) -> str:
+    """What every album page depends on besides its album: the context and the templates."""
+    h = hashlib.sha256(json.dumps([ctx, has_track_art, SITE_VERSION], sort_keys=True, default=str).encode())
+    for t in sorted((SITE_SRC / "templates").rglob("*")):
+        if t.is_file():
+            h.update(t.name.encode() + b"\0" + t.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _check_base_url(base_url: str | None) -> str | None:
@@ -156,57 +202,54 @@ def _when(value: datetime | None) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _media(out: Path, rel: object, dest: str, allowed: set[str] | None = None) -> tuple[Path, str] | None:
-    """(source file inside OUT, site path) for a manifest path, or None if it is unusable."""
-    src = resolve_inside(out, rel)
-    if src is None or not src.is_file():
-        if rel:
-            log.warning("media %r is missing or outside the output folder: left out of the site", rel)
-        return None
-    ext = safe_ext(src)
-    if allowed is not None and ext not in allowed:
-        log.warning("media %r has an unexpected type: left out of the site", rel)
-        return None
-    return src, f"{dest}.{ext}"
+class _Media:
+    """Media named by the manifests: ``(source, site path)`` for files that exist inside OUT."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.exists = MediaCheck(store)
+
+    def __call__(self, rel: object, dest: str, allowed: set[str] | None = None) -> tuple[object, str] | None:
+        if self.store.local:
+            src = resolve_inside(self.store.root, rel)
+            ok = src is not None and src.is_file()
+        else:
+            src, ok = rel, inside(rel) and self.exists(rel)
+        if not ok:
+            if rel:
+                log.warning("media %r is missing or outside the output folder: left out of the site", rel)
+            return None
+        ext = safe_ext(src)
+        if allowed is not None and ext not in allowed:
+            log.warning("media %r has an unexpected type: left out of the site", rel)
+            return None
+        return src, f"{dest}.{ext}"
 
 
-def _layout(cat: Catalog, out: Path) -> list[dict]:
-    """One entry per ok album: its page path, its media (source, site path), display rows."""
-    pages = []
-    for album in cat.ok_albums:
-        slug = album_slug(album.get("title"), album["album_id"])
-        media: list[tuple[Path, str]] = []
-        cover = _media(out, album.get("cover_path"), f"media/{slug}/cover", IMAGE_EXTS)
-        if cover:
-            media.append(cover)
-        tracks = []
-        for t in cat.tracks.get(album["album_id"], []):
-            row = dict(t, sources=[], art=None)
-            if t["status"] == STATUS_OK:
-                seen = set()
-                for rel in [t.get("path"), *(t.get("paths") or [])]:
-                    m = _media(out, rel, f"media/{slug}/track-{t['track_no']:02d}", set(AUDIO_TYPES))
-                    if m and m[1] not in seen:
-                        seen.add(m[1])
-                        media.append(m)
-                        row["sources"].append({"src": m[1], "type": AUDIO_TYPES[safe_ext(m[1])]})
-                if cat.has_track_art:
-                    art = _media(out, t.get("art_path"), f"media/{slug}/track-{t['track_no']:02d}-art", IMAGE_EXTS)
-                    if art:
-                        media.append(art)
-                        row["art"] = art[1]
-            tracks.append(row)
-        mood = album["inputs"].get("mood")
-        pages.append({
-            "album": album,
-            "href": f"albums/{slug}.html",
-            "cover": cover[1] if cover else None,
-            "tracks": tracks,
-            "media": media,
-            "genre_keys": sorted({g.strip().casefold() for g in album["genres"] if g.strip()}),
-            "mood_key": mood.strip().casefold() if isinstance(mood, str) else "",
-        })
-    return pages
+def _album_page(cat: Catalog, album: dict, slug: str, media: _Media) -> dict:
+    """An ok album's media (source, site path), cover and display rows of its tracks."""
+    files: list[tuple[object, str]] = []
+    cover = media(album.get("cover_path"), f"media/{slug}/cover", IMAGE_EXTS)
+    if cover:
+        files.append(cover)
+    tracks = []
+    for t in cat.tracks_of(album):
+        row = dict(t, sources=[], art=None)
+        if t["status"] == STATUS_OK:
+            seen = set()
+            for rel in [t.get("path"), *(t.get("paths") or [])]:
+                m = media(rel, f"media/{slug}/track-{t['track_no']:02d}", set(AUDIO_TYPES))
+                if m and m[1] not in seen:
+                    seen.add(m[1])
+                    files.append(m)
+                    row["sources"].append({"src": m[1], "type": AUDIO_TYPES[safe_ext(m[1])]})
+            if cat.has_track_art:
+                art = media(t.get("art_path"), f"media/{slug}/track-{t['track_no']:02d}-art", IMAGE_EXTS)
+                if art:
+                    files.append(art)
+                    row["art"] = art[1]
+        tracks.append(row)
+    return {"cover": cover[1] if cover else None, "tracks": tracks, "media": files}
 
 
 def _soundscape_rows(s: dict) -> list[tuple[str, str]]:
@@ -241,29 +284,47 @@ def _runs(cat: Catalog) -> list[dict]:
     return rows
 
 
-def _failed_tracks(cat: Catalog, pages: list[dict]) -> list[dict]:
-    href = {p["album"]["album_id"]: p["href"] for p in pages}
+def _failed_tracks(cat: Catalog, cards: list[dict]) -> list[dict]:
+    href = {p["album"]["album_id"]: p["href"] for p in cards}
+    failed = cat.failed_tracks()
     rows = []
     for album in cat.ok_albums:
-        for t in cat.tracks.get(album["album_id"], []):
-            if t["status"] != STATUS_OK:
-                rows.append({"album": album, "href": href.get(album["album_id"]), "track": t})
+        for t in failed.get(album["album_id"], []):
+            rows.append({"album": album, "href": href.get(album["album_id"]), "track": t})
     return rows
 
 
 class _Writer:
     """Writes into the site folder only when bytes differ; tracks what it made."""
 
-    def __init__(self, site: Path):
-        self.site = site
+    def __init__(self, site: Path, store: Store):
+        self.site, self.store = site, store
         self.made: set[str] = set()
         self.written = 0
         self.unchanged = 0
+        self.pages: dict[str, dict] = {}  # album_id -> its page's hash, href, cover and files
         state = site / STATE_FILE
         try:
-            self.previous = set(json.loads(state.read_text()).get("files", []))
+            data = json.loads(state.read_text())
+            self.old_pages = data.get("pages") if isinstance(data.get("pages"), dict) else {}
+            self.previous = {f for f in data.get("files", []) if isinstance(f, str)}
         except (OSError, ValueError, AttributeError):
-            self.previous = set()
+            self.old_pages, self.previous = {}, set()
+        for page in self.old_pages.values():
+            if isinstance(page, dict) and isinstance(page.get("files"), list):
+                self.previous.update(f for f in page["files"] if isinstance(f, str))
+
+    def kept(self, aid: str, page: dict) -> bool:
+        """Keep an unchanged album's files as the last build left them (True), or say that
+        its page is gone and must be made again (False)."""
+        files = [f for f in page.get("files") or [] if isinstance(f, str)]
+        target = resolve_inside(self.site, page.get("href"))
+        if not files or target is None or not target.is_file():
+            return False
+        self.made.update(files)
+        self.unchanged += len(files)
+        self.pages[aid] = page
+        return True
 
     def _target(self, rel: str) -> Path:
         target = resolve_inside(self.site, rel)
@@ -295,7 +356,10 @@ class _Writer:
             raise
         self.written += 1
 
-    def link(self, src: Path, rel: str) -> None:
+    def link(self, src: object, rel: str) -> None:
+        if not isinstance(src, Path):  # a file in object storage: fetched, written when it differs
+            self.data(rel, self.store.read_bytes(src))
+            return
         target = self._target(rel)
         if target.is_symlink():
             target.unlink()
@@ -322,6 +386,8 @@ class _Writer:
                 while parent != self.site and parent.is_relative_to(self.site) and not any(parent.iterdir()):
                     parent.rmdir()
                     parent = parent.parent
-        self.data(STATE_FILE, (json.dumps({"files": sorted(self.made)}, indent=0) + "\n").encode())
+        paged = {f for p in self.pages.values() for f in p["files"]}
+        state = {"version": SITE_VERSION, "files": sorted(self.made - paged - {STATE_FILE}), "pages": self.pages}
+        self.data(STATE_FILE, (json.dumps(state, sort_keys=True, separators=(",", ":")) + "\n").encode())
         self.made.discard(STATE_FILE)
         return removed

@@ -1,4 +1,4 @@
-"""``albumforge``: generate | covers | reroll | models | site | load | stats.
+"""``albumforge``: generate | covers | reroll | models | site | load | stats | compact.
 
 Each sub-command parses its own flags and calls one function; the heavy imports (Ray,
 torch) happen only inside ``generate``.
@@ -334,6 +334,7 @@ COMMANDS = {
     "site": "catalog.commands:site_main",
     "load": "catalog.commands:load_main",
     "stats": "catalog.commands:stats_main",
+    "compact": "catalog.commands:compact_main",
 }
 
 

@@ -227,7 +227,7 @@ def finished_songs(out: Path, song_ids: list[str], embed: bool) -> set[str]:
     """Songs whose manifest row is ok and whose cover (and copy, with ``embed``) exist."""
     import pyarrow.compute as pc
 
-    from ray_jobs.resume import MediaCheck
+    from albumforge.present import MediaCheck
 
     table = read_latest(out, "songs", ["song_id", "status", "cover_path", "embedded_path"])
     table = table.filter(pc.is_in(table["song_id"], _strings(song_ids)))

@@ -10,7 +10,6 @@ path is cleared and its re-roll counter raised, so the re-run draws it with a ne
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -19,6 +18,7 @@ import pyarrow.compute as pc
 from actors.records import album_records
 from albumforge import manifest as mf
 from albumforge import parts
+from albumforge.present import MediaCheck
 from albumforge.storage import as_store
 from albumforge.rows import KIND_ART, KIND_TRACK, item_seed, reroll_key  # noqa: F401 (re-exported)
 from ray_jobs.assemble import ART_NONE, cover_item
@@ -42,35 +42,6 @@ class Finished:
         art = set(self.art.get(album_id, ())) | {
             int(r["item_no"]) for r in self.records.get(album_id, ()) if r["kind"] == KIND_ART}
         return sorted(items), sorted(art)
-
-
-class MediaCheck:
-    """Does a file named in a manifest exist? Locally one ``stat`` per file; on object storage
-    one listing of its top folder (``media/``) for the whole scan, never a request per file."""
-
-    def __init__(self, out):
-        self.store = as_store(out)
-        self.root = self.store.url if self.store.local else None
-        self.listed: dict[str, set[str]] = {}
-
-    def __call__(self, rel) -> bool:
-        if not rel or not isinstance(rel, str):
-            return False
-        if self.root is not None:
-            return os.path.isfile(os.path.join(self.root, rel))
-        top = rel.split("/", 1)[0]
-        if top not in self.listed:
-            self.listed[top] = self._list(top)
-        return rel in self.listed[top]
-
-    def _list(self, top: str) -> set[str]:
-        fs, base = self.store.fs, self.store._path(top)
-        root = self.store._path("").rstrip("/") + "/"
-        fs.invalidate_cache(base)
-        try:
-            return {p[len(root):] for p in fs.find(base) if p.startswith(root)}
-        except FileNotFoundError:
-            return set()
 
 
 ALBUM_COLUMNS = ["status", "n_tracks", "cover_path"]  # what decides that an album is finished

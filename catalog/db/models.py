@@ -104,6 +104,7 @@ class Album(Base):
     cover_score: Mapped[float | None] = mapped_column(Float, index=True)  # CLIP score: sort, re-roll (0003)
     cover_reroll: Mapped[int | None] = mapped_column(Integer)  # (0003)
     concept_score: Mapped[float | None] = mapped_column(Float, index=True)  # MiniLM concept vs plan (0003)
+    row_hash: Mapped[str | None] = mapped_column(String(32))  # the album's rows as loaded: unchanged ones are skipped (0006)
 
     tracks: Mapped[list[Track]] = relationship(
         back_populates="album", order_by="Track.track_no", cascade="all, delete-orphan", passive_deletes=True)
@@ -216,3 +217,4 @@ class Song(Base):
     embedded_path: Mapped[str | None] = mapped_column(Text)
     engine: Mapped[str | None] = mapped_column(String(32))
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    row_hash: Mapped[str | None] = mapped_column(String(32))  # the song's row as loaded (0006)
