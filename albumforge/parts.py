@@ -211,6 +211,7 @@ def pair_tracks(tracks: View, albums: View) -> tuple[View, View]:
     """(tracks of each album's winning rank, orphan tracks: latest rank of albums with no row)."""
     if tracks.table.num_rows == 0:
         return tracks, tracks
+    _unique_per_rank(tracks)
     slim = pa.table({"album_id": tracks.table["album_id"], "_rank": tracks.table["_rank"],
                      "_i": pa.array(range(tracks.table.num_rows), pa.int64())})
     win = pa.table({"album_id": albums.table["album_id"], "_win": albums.table["_rank"]})
@@ -223,6 +224,23 @@ def pair_tracks(tracks: View, albums: View) -> tuple[View, View]:
     kept_v = _by_track(tracks.take(kept["_i"].combine_chunks()))
     lone_v = _by_track(tracks.take(lone["_i"].combine_chunks() if lone.num_rows else pa.array([], pa.int64())))
     return kept_v, lone_v
+
+
+def _unique_per_rank(view: View) -> None:
+    """A track twice in one part (or in two legacy files): a named error, whichever wins."""
+    t = view.table
+    if t.num_rows < 2:
+        return
+    t = t.take(pc.sort_indices(t, sort_keys=[("_rank", "ascending"), ("album_id", "ascending"),
+                                             ("track_no", "ascending")]))
+    same = None
+    for c in ("_rank", "album_id", "track_no"):
+        col = t[c].combine_chunks()
+        eq = pc.fill_null(pc.equal(col.slice(1), col.slice(0, len(col) - 1)), False)
+        same = eq if same is None else pc.and_(same, eq)
+    if pc.any(same).as_py():
+        j = pc.index(same, True).as_py()
+        raise _dup_error(View(view.kind, t, view.files), j + 1, j, KEYS["tracks"])
 
 
 def _by_track(view: View) -> View:
