@@ -248,7 +248,7 @@ def make_out(out: Path, albums=ALBUMS, run_id: str = "run-0001", legacy: bool = 
     return SampleOut(out, list(albums), durations, [run_id])
 
 
-def resume(sample: SampleOut, run_id: str = "run-0002") -> SampleOut:
+def resume(sample: SampleOut, run_id: str = "run-0002", legacy: bool = False) -> SampleOut:
     """A second run over the same folder that retries what failed: failed albums get made
     (two tracks each) and failed tracks get redone; finished albums are left alone."""
     redone, albums = [], []
@@ -265,8 +265,9 @@ def resume(sample: SampleOut, run_id: str = "run-0002") -> SampleOut:
         albums.append(a)
     durations = dict(sample.durations)
     for i, a in enumerate(redone):
-        durations[a.album_id] = write_album(sample.out, a, run_id, 10 + i)
-    write_run(sample.out, run_id, redone, start=T0 + timedelta(hours=1), skipped=len(sample.albums) - len(redone))
+        durations[a.album_id] = write_album(sample.out, a, run_id, 10 + i, legacy)
+    write_run(sample.out, run_id, redone, start=T0 + timedelta(hours=1), skipped=len(sample.albums) - len(redone),
+              legacy=legacy)
     return SampleOut(sample.out, albums, durations, sample.runs + [run_id])
 
 
