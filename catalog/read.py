@@ -2,7 +2,7 @@
 
 One read per catalogue part (``albumforge.parts``). Album rows become dicts (the index
 needs them all); tracks stay in one Arrow table and become dicts only for the albums
-whose pages are rendered (``Catalog.tracks_of``), so an incremental build of a large
+whose pages are rendered (``Catalog.tracks_for``), so an incremental build of a large
 catalogue touches only what changed. ``hashes`` holds a content hash per album (its row
 and its tracks): what the site and the SQL loader compare to skip unchanged albums.
 
@@ -34,7 +34,6 @@ class Catalog:
     has_track_art: bool = False  # the tracks manifest has an ``art_path`` column
     orphan_tracks: list[str] = field(default_factory=list)  # album ids with tracks but no album row
     hashes: dict[str, str] = field(default_factory=dict)  # album_id -> content hash of its rows
-    _slices: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def ok_albums(self) -> list[dict]:
@@ -44,17 +43,27 @@ class Catalog:
     def failed_albums(self) -> list[dict]:
         return [a for a in self.albums if a["status"] != STATUS_OK]
 
-    def tracks_of(self, album: dict) -> list[dict]:
-        """An album's track rows by track number (lyrics of older manifests: from its plan)."""
-        start, stop = self._slices.get(album["album_id"], (0, 0))
-        rows = self.tracks_table.slice(start, stop - start).to_pylist()
+    def tracks_for(self, albums: list[dict]) -> dict[str, list[dict]]:
+        """album_id -> its track rows by track number, for many albums at once."""
+        if not albums:
+            return {}
+        table = self.tracks_table
+        if len(albums) < len(self.albums):
+            table = table.filter(pc.is_in(table["album_id"], pa.array([a["album_id"] for a in albums], pa.string())))
+        out: dict[str, list[dict]] = {}
+        for t in table.to_pylist():
+            out.setdefault(t["album_id"], []).append(t)
+        for album in albums:
+            self._lyrics(album, out.get(album["album_id"], []))
+        return out
+
+    def _lyrics(self, album: dict, rows: list[dict]) -> None:
         if any(not isinstance(t.get("lyrics"), str) or not t["lyrics"] for t in rows):
             lyrics = _plan_lyrics(self.store, album.get("plan_path")) if album["status"] == STATUS_OK else []
             for t in rows:
                 i = t["track_no"] - 1
                 if not isinstance(t.get("lyrics"), str) or not t["lyrics"]:
                     t["lyrics"] = lyrics[i] if 0 <= i < len(lyrics) else None
-        return rows
 
     def failed_tracks(self) -> dict[str, list[dict]]:
         """album_id -> its tracks that are not ok (of every album)."""
@@ -122,17 +131,6 @@ def row_hashes(table: pa.Table, key: str) -> dict[str, str]:
     return {k: f"{v:016x}" for k, v in zip(df[key].to_list(), df.hash_rows().to_list())}
 
 
-def _slices(tracks: pa.Table) -> dict[str, tuple[int, int]]:
-    ids = tracks["album_id"].to_pylist()
-    out: dict[str, tuple[int, int]] = {}
-    start = 0
-    for i in range(1, len(ids) + 1):
-        if i == len(ids) or ids[i] != ids[start]:
-            out[ids[start]] = (start, i)
-            start = i
-    return out
-
-
 def read_catalog(out: Store | str) -> Catalog:
     store = as_store(out)
     cat = parts.read_catalogue(store)
@@ -153,5 +151,4 @@ def read_catalog(out: Store | str) -> Catalog:
         has_track_art="art_path" in tracks_table.column_names,
         orphan_tracks=sorted(set(cat.orphans.table["album_id"].to_pylist())),
         hashes=album_hashes(albums_table, tracks_table),
-        _slices=_slices(tracks_table),
     )

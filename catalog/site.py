@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +38,7 @@ from urllib.parse import urlsplit
 import jinja2
 
 from albumforge.parts import has_catalogue
-from albumforge.present import MediaCheck, inside
+from albumforge.present import MediaCheck, Resolver, inside
 from albumforge.resources import data_dir
 from albumforge.rows import STATUS_OK
 from albumforge.storage import Store, as_store
@@ -104,30 +105,38 @@ def build_site_report(out: Store | str | Path, site_dir: Path | None = None,
     env = _environment()
     ctx = {"base_url": base_url, "n_failed": len(cat.failed_albums), "n_runs": len(cat.runs),
            "n_songs": len(songs) + len(failed_songs)}
-    key = _render_key(ctx, cat.has_track_art)
-    cards, rendered = [], 0
+    # what album pages show of the whole site (base.html): a new failed album re-renders them all
+    key = _render_key({"base_url": base_url, "n_failed": ctx["n_failed"], "songs": bool(ctx["n_songs"])},
+                      cat.has_track_art)
+    cards, todo = [], []
     for album in cat.ok_albums:
         aid = album["album_id"]
         slug = album_slug(album.get("title"), aid)
         href = f"albums/{slug}.html"
         h = f"{cat.hashes.get(aid)}:{key}"
         prev = writer.old_pages.get(aid)
-        if isinstance(prev, dict) and prev.get("h") == h and prev.get("href") == href and writer.kept(aid, prev):
-            cover = prev.get("cover")
-        else:
-            page = _album_page(cat, album, slug, media)
-            for src, dest in page["media"]:
-                writer.link(src, dest)
-            writer.text(href, env.get_template("album.html").render(
-                **ctx, root="../", path=href, album=album, tracks=page["tracks"], cover=page["cover"],
-                soundscape=_soundscape_rows(album["soundscape"]), has_track_art=cat.has_track_art))
-            cover, rendered = page["cover"], rendered + 1
-            writer.pages[aid] = {"h": h, "href": href, "cover": cover,
-                                 "files": [href, *(dest for _, dest in page["media"])]}
         mood = album["inputs"].get("mood")
-        cards.append({"album": album, "href": href, "cover": cover,
-                      "genre_keys": sorted({g.strip().casefold() for g in album["genres"] if g.strip()}),
-                      "mood_key": mood.strip().casefold() if isinstance(mood, str) else ""})
+        card = {"album": album, "href": href, "cover": None,
+                "genre_keys": sorted({g.strip().casefold() for g in album["genres"] if g.strip()}),
+                "mood_key": mood.strip().casefold() if isinstance(mood, str) else ""}
+        if isinstance(prev, dict) and prev.get("h") == h and prev.get("href") == href and writer.kept(aid, prev):
+            card["cover"] = prev.get("cover")
+        else:
+            todo.append((card, slug, h))
+        cards.append(card)
+    tracks = cat.tracks_for([card["album"] for card, _, _ in todo])  # one conversion for all pages to render
+    for card, slug, h in todo:
+        album, href = card["album"], card["href"]
+        page = _album_page(cat, album, tracks.get(album["album_id"], []), slug, media)
+        for src, dest in page["media"]:
+            writer.link(src, dest)
+        writer.text(href, env.get_template("album.html").render(
+            **ctx, root="../", path=href, album=album, tracks=page["tracks"], cover=page["cover"],
+            soundscape=_soundscape_rows(album["soundscape"]), has_track_art=cat.has_track_art))
+        card["cover"] = page["cover"]
+        writer.pages[album["album_id"]] = {"h": h, "href": href, "cover": page["cover"],
+                                           "files": [href, *(dest for _, dest in page["media"])]}
+    rendered = len(todo)
     for s in songs:
         for src, dest in s["media"]:
             writer.link(src, dest)
@@ -202,38 +211,44 @@ def _when(value: datetime | None) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+@dataclass(frozen=True)
+class RemoteFile:
+    rel: str  # a media file in object storage (relative to OUT)
+
+
 class _Media:
     """Media named by the manifests: ``(source, site path)`` for files that exist inside OUT."""
 
     def __init__(self, store: Store):
         self.store = store
+        self.resolve = Resolver(store.root) if store.local else None
         self.exists = MediaCheck(store)
 
     def __call__(self, rel: object, dest: str, allowed: set[str] | None = None) -> tuple[object, str] | None:
-        if self.store.local:
-            src = resolve_inside(self.store.root, rel)
-            ok = src is not None and src.is_file()
+        if self.resolve is not None:
+            src = self.resolve(rel)
+            ok = src is not None
         else:
-            src, ok = rel, inside(rel) and self.exists(rel)
+            src, ok = RemoteFile(rel), inside(rel) and self.exists(rel)
         if not ok:
             if rel:
                 log.warning("media %r is missing or outside the output folder: left out of the site", rel)
             return None
-        ext = safe_ext(src)
+        ext = safe_ext(rel)
         if allowed is not None and ext not in allowed:
             log.warning("media %r has an unexpected type: left out of the site", rel)
             return None
         return src, f"{dest}.{ext}"
 
 
-def _album_page(cat: Catalog, album: dict, slug: str, media: _Media) -> dict:
+def _album_page(cat: Catalog, album: dict, album_tracks: list[dict], slug: str, media: _Media) -> dict:
     """An ok album's media (source, site path), cover and display rows of its tracks."""
     files: list[tuple[object, str]] = []
     cover = media(album.get("cover_path"), f"media/{slug}/cover", IMAGE_EXTS)
     if cover:
         files.append(cover)
     tracks = []
-    for t in cat.tracks_of(album):
+    for t in album_tracks:
         row = dict(t, sources=[], art=None)
         if t["status"] == STATUS_OK:
             seen = set()
@@ -299,6 +314,8 @@ class _Writer:
 
     def __init__(self, site: Path, store: Store):
         self.site, self.store = site, store
+        self.resolve = Resolver(site)
+        self.folders: set[str] = set()  # made already by this build
         self.made: set[str] = set()
         self.written = 0
         self.unchanged = 0
@@ -318,20 +335,23 @@ class _Writer:
         """Keep an unchanged album's files as the last build left them (True), or say that
         its page is gone and must be made again (False)."""
         files = [f for f in page.get("files") or [] if isinstance(f, str)]
-        target = resolve_inside(self.site, page.get("href"))
-        if not files or target is None or not target.is_file():
+        target = self.resolve(page.get("href"))
+        if not files or target is None:
             return False
         self.made.update(files)
         self.unchanged += len(files)
         self.pages[aid] = page
         return True
 
-    def _target(self, rel: str) -> Path:
-        target = resolve_inside(self.site, rel)
+    def _target(self, rel: str) -> str:
+        target = self.resolve(rel, must_exist=False)
         if target is None:  # cannot happen with slugs; checked anyway
             raise ValueError(f"site path {rel!r} would leave the site folder")
         self.made.add(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        parent = os.path.dirname(target)
+        if parent not in self.folders:
+            os.makedirs(parent, exist_ok=True)
+            self.folders.add(parent)
         return target
 
     def text(self, rel: str, text: str) -> None:
@@ -340,12 +360,15 @@ class _Writer:
     def data(self, rel: str, data: bytes) -> None:
         target = self._target(rel)
         try:
-            if target.is_file() and not target.is_symlink() and target.read_bytes() == data:
-                self.unchanged += 1
-                return
+            st = os.lstat(target)
+            if stat.S_ISREG(st.st_mode) and st.st_size == len(data):
+                with open(target, "rb") as f:
+                    if f.read() == data:
+                        self.unchanged += 1
+                        return
         except OSError:
             pass
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(target))
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -357,18 +380,22 @@ class _Writer:
         self.written += 1
 
     def link(self, src: object, rel: str) -> None:
-        if not isinstance(src, Path):  # a file in object storage: fetched, written when it differs
-            self.data(rel, self.store.read_bytes(src))
+        if isinstance(src, RemoteFile):  # a file in object storage: fetched, written when it differs
+            self.data(rel, self.store.read_bytes(src.rel))
             return
         target = self._target(rel)
-        if target.is_symlink():
-            target.unlink()
-        elif target.exists():
-            s, d = src.stat(), target.stat()
-            if os.path.samefile(src, target) or (s.st_size == d.st_size and s.st_mtime_ns == d.st_mtime_ns):
-                self.unchanged += 1
-                return
-            target.unlink()
+        try:
+            d = os.lstat(target)
+        except FileNotFoundError:
+            d = None
+        if d is not None:
+            if not stat.S_ISLNK(d.st_mode):
+                s = os.stat(src)
+                if (s.st_ino, s.st_dev) == (d.st_ino, d.st_dev) or (s.st_size, s.st_mtime_ns) == (d.st_size,
+                                                                                                  d.st_mtime_ns):
+                    self.unchanged += 1
+                    return
+            os.unlink(target)
         try:
             os.link(src, target)
         except OSError:  # another filesystem, or links not allowed: copy (keeps mtime)
