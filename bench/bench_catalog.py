@@ -91,7 +91,9 @@ def make_albums(out: Path, start: int, n: int, n_tracks: int, runs: int) -> list
 def timed(fn):
     t0 = time.perf_counter()
     value = fn()
-    return time.perf_counter() - t0, value
+    seconds = time.perf_counter() - t0
+    print(f"{getattr(fn, '__name__', 'step')}: {seconds:.2f} s", file=sys.stderr, flush=True)  # progress
+    return seconds, value
 
 
 def main(argv: list[str] | None = None) -> int:
