@@ -195,3 +195,18 @@ def test_reading_object_storage_costs_requests_per_run_not_per_album(s3_out):
     assert large == small, (small, large)
     # a listing and one GET per part (3 runs) of albums and tracks, one listing of media/
     assert small["scan"] == 2 * (1 + 3) + 1
+
+
+def test_the_catalogue_benchmark_runs_small(tmp_path, capsys):
+    """bench/bench_catalog.py end to end on a few albums: figures printed, no timing asserted."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_catalog", parts.__file__.replace(
+        "albumforge/parts.py", "bench/bench_catalog.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--albums", "12", "--tracks", "2", "--runs", "2", "--new", "3", "--out", str(tmp_path / "o")]) == 0
+    fig = json.loads(capsys.readouterr().out)
+    assert fig["catalogue_files"]["albums"] == 2 and fig["catalogue_files_compacted"]["albums"] == 1
+    assert set(fig["within_target"]) == set(bench.TARGETS)
