@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import stat
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from albumforge.storage import Store, as_store
 
 
@@ -80,6 +83,32 @@ class MediaCheck:
         if top not in self.listed:
             self.listed[top] = self._list(top)
         return rel in self.listed[top]
+
+    def many(self, rels: pa.Array) -> pa.Array:
+        """``rels`` (strings) -> booleans: the same checks for a whole column at once."""
+        rels = rels.combine_chunks() if isinstance(rels, pa.ChunkedArray) else rels
+        if len(rels) == 0:
+            return pa.array([], pa.bool_())
+        safe = pc.and_(pc.is_valid(rels), pc.invert(pc.match_substring_regex(
+            rels, r"(^$|^/|\\|\x00|(^|/)\.\.(/|$))")))
+        safe = pc.fill_null(safe, False)
+        if self.root is None:
+            listed = set().union(*(self._listing(top) for top in set(
+                pc.unique(pc.replace_substring_regex(rels.filter(safe), r"/.*$", "")).to_pylist())))
+        else:
+            listed = set()
+            for d in pc.unique(pc.replace_substring_regex(rels.filter(safe), r"(^|/)[^/]*$", "")).to_pylist():
+                try:
+                    listed.update(f"{d}/{n}" if d else n for n in os.listdir(os.path.join(self.root, d)))
+                except OSError:
+                    pass
+        found = pc.is_in(rels, value_set=pa.array(sorted(listed), pa.string()))
+        return pc.fill_null(pc.and_(safe, found), False)
+
+    def _listing(self, top: str) -> set[str]:
+        if top not in self.listed:
+            self.listed[top] = self._list(top)
+        return self.listed[top]
 
     def _list(self, top: str) -> set[str]:
         fs, base = self.store.fs, self.store.fs._strip_protocol(self.store.uri(top))

@@ -93,20 +93,27 @@ def scan_finished(out, album_ids: list[str]) -> Finished:
 
 
 def _complete(albums: pa.Table, tracks: pa.Table, exists: MediaCheck) -> set[str]:
-    """Albums whose row says ok, whose every track is ok, and whose every file exists."""
+    """Albums whose row says ok, whose every track is ok, and whose every file exists
+    (column-wise: one folder listing per album folder, no Python work per file)."""
     ok = albums.filter(pc.and_(pc.equal(albums["status"], mf.STATUS_OK), pc.is_valid(albums["cover_path"])))
     ok_tracks = tracks.filter(pc.equal(tracks["status"], mf.STATUS_OK))
     counted = ok_tracks.group_by("album_id").aggregate([("track_no", "count")])
     n_ok = dict(zip(counted["album_id"].to_pylist(), counted["track_no_count"].to_pylist()))
-    candidates = {aid: cover for aid, cover, n in zip(ok["album_id"].to_pylist(), ok["cover_path"].to_pylist(),
-                                                      ok["n_tracks"].to_pylist())
+    candidates = {aid for aid, n in zip(ok["album_id"].to_pylist(), ok["n_tracks"].to_pylist())
                   if n_ok.get(aid, 0) == (n or 0)}
-    done = {aid for aid, cover in candidates.items() if exists(cover)}
-    for aid, path, paths in zip(ok_tracks["album_id"].to_pylist(), ok_tracks["path"].to_pylist(),
-                                ok_tracks["paths"].to_pylist()):
-        if aid in done and not all(exists(p) for p in (paths or [path])):
-            done.discard(aid)
-    return done
+    # every file: the cover, and each ok track's paths (or its path when it has no list)
+    paths = ok_tracks["paths"].combine_chunks()
+    has_list = pc.fill_null(pc.greater(pc.list_value_length(paths), 0), False)
+    listed = paths.filter(has_list)
+    single = ok_tracks.filter(pc.invert(has_list))
+    owners = pa.concat_arrays([
+        ok["album_id"].combine_chunks(),
+        pc.take(ok_tracks["album_id"].filter(has_list).combine_chunks(), pc.list_parent_indices(listed)),
+        single["album_id"].combine_chunks()])
+    files = pa.concat_arrays([ok["cover_path"].combine_chunks(), pc.list_flatten(listed),
+                              single["path"].combine_chunks()])
+    missing = set(owners.filter(pc.invert(exists.many(files))).to_pylist())
+    return candidates - missing
 
 
 def _scan_album(album: dict, tracks: list[dict], exists: MediaCheck, found: Finished) -> dict[str, int]:
