@@ -89,9 +89,12 @@ class MediaCheck:
         rels = rels.combine_chunks() if isinstance(rels, pa.ChunkedArray) else rels
         if len(rels) == 0:
             return pa.array([], pa.bool_())
-        safe = pc.and_(pc.is_valid(rels), pc.invert(pc.match_substring_regex(
-            rels, r"(^$|^/|\\|\x00|(^|/)\.\.(/|$))")))
-        safe = pc.fill_null(safe, False)
+        odd = pc.fill_null(pc.or_(pc.or_(pc.starts_with(rels, "/"), pc.match_substring(rels, "..")),
+                                  pc.or_(pc.match_substring(rels, "\\"), pc.match_substring(rels, "\x00"))), False)
+        safe = pc.fill_null(pc.and_(pc.is_valid(rels), pc.greater(pc.utf8_length(rels), 0)), False)
+        if pc.any(odd).as_py():  # the few with a '..' or worse: checked one by one
+            safe = pa.array([ok and (not o or inside(r)) for ok, o, r in zip(safe.to_pylist(), odd.to_pylist(),
+                                                                            rels.to_pylist())], pa.bool_())
         if self.root is None:
             listed = set().union(*(self._listing(top) for top in set(
                 pc.unique(pc.replace_substring_regex(rels.filter(safe), r"/.*$", "")).to_pylist())))
@@ -102,7 +105,7 @@ class MediaCheck:
                     listed.update(f"{d}/{n}" if d else n for n in os.listdir(os.path.join(self.root, d)))
                 except OSError:
                     pass
-        found = pc.is_in(rels, value_set=pa.array(sorted(listed), pa.string()))
+        found = pc.is_in(rels, value_set=pa.array(list(listed), pa.string()))
         return pc.fill_null(pc.and_(safe, found), False)
 
     def _listing(self, top: str) -> set[str]:
