@@ -27,7 +27,7 @@ from albumforge.storage import Store, as_store
 
 @dataclass
 class Catalog:
-    albums: list[dict]  # every album row, ok and failed, sorted for display
+    albums: list[dict]  # every album row, ok and failed, sorted for display (+ ``inputs``: parsed inputs_json)
     tracks_table: pa.Table  # the tracks of those rows, by album and track number
     runs: list[dict]  # sorted by start time
     store: Store | None = None  # OUT, for the plans' lyrics of older manifests
@@ -139,7 +139,6 @@ def read_catalog(out: Store | str) -> Catalog:
     runs = read_manifest(store, "runs").to_pylist()
     for album in albums:
         album["inputs"] = json_object(album.get("inputs_json"))
-        album["soundscape"] = json_object(album.get("soundscape_json"))
         album["genres"] = [g for g in (album.get("genres") or []) if isinstance(g, str) and g]
     albums.sort(key=_sort_key)
     runs.sort(key=lambda r: (r.get("started_at") is None, r.get("started_at") or 0, r["run_id"]))

@@ -42,7 +42,7 @@ from albumforge.present import MediaCheck, Resolver, inside
 from albumforge.resources import data_dir
 from albumforge.rows import STATUS_OK
 from albumforge.storage import Store, as_store
-from catalog.read import Catalog, read_catalog
+from catalog.read import Catalog, json_object, read_catalog
 from catalog.slugs import album_slug, resolve_inside, safe_ext
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,11 @@ def build_site_report(out: Store | str | Path, site_dir: Path | None = None,
         mood = album["inputs"].get("mood")
         card = {"album": album, "href": href, "cover": None,
                 "genre_keys": sorted({g.strip().casefold() for g in album["genres"] if g.strip()}),
-                "mood_key": mood.strip().casefold() if isinstance(mood, str) else ""}
+                "mood_key": mood.strip().casefold() if isinstance(mood, str) else "",
+                "genres_text": " · ".join(album["genres"])}
+        words = (album.get("title"), album.get("artist"), album.get("concept"), " ".join(card["genre_keys"]),
+                 card["mood_key"])
+        card["search"] = " ".join(str(w) for w in words if w).lower()  # the index's filter matches this
         if isinstance(prev, dict) and prev.get("h") == h and prev.get("href") == href and writer.kept(aid, prev):
             card["cover"] = prev.get("cover")
         else:
@@ -127,6 +131,7 @@ def build_site_report(out: Store | str | Path, site_dir: Path | None = None,
     tracks = cat.tracks_for([card["album"] for card, _, _ in todo])  # one conversion for all pages to render
     for card, slug, h in todo:
         album, href = card["album"], card["href"]
+        album["soundscape"] = json_object(album.get("soundscape_json"))
         page = _album_page(cat, album, tracks.get(album["album_id"], []), slug, media)
         for src, dest in page["media"]:
             writer.link(src, dest)
