@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 SITE_SRC = data_dir("site")  # templates/ and static/ (data, not code): the checkout's, or a wheel's copy
 STATE_FILE = ".albumforge-site.json"  # what the last build wrote (stale files go) and each album page's hash
+ALBUM_TEMPLATES = ("base.html", "album.html")  # what an album page is rendered from (its hash key)
 SITE_VERSION = 2  # of the builder's page layout: a new version renders every page again
 AUDIO_TYPES = {"ogg": "audio/ogg", "oga": "audio/ogg", "opus": "audio/ogg", "mp3": "audio/mpeg",
                "flac": "audio/flac", "wav": "audio/wav", "m4a": "audio/mp4"}
@@ -175,9 +176,8 @@ def build_site_report(out: Store | str | Path, site_dir: Path | None = None,
 def _render_key(ctx: dict, has_track_art: bool) -> str:
     """What every album page depends on besides its album: the context and the templates."""
     h = hashlib.sha256(json.dumps([ctx, has_track_art, SITE_VERSION], sort_keys=True, default=str).encode())
-    for t in sorted((SITE_SRC / "templates").rglob("*")):
-        if t.is_file():
-            h.update(t.name.encode() + b"\0" + t.read_bytes())
+    for name in ALBUM_TEMPLATES:
+        h.update(name.encode() + b"\0" + (SITE_SRC / "templates" / name).read_bytes())
     return h.hexdigest()[:16]
 
 
