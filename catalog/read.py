@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import polars as pl
 import pyarrow as pa
@@ -35,11 +36,11 @@ class Catalog:
     orphan_tracks: list[str] = field(default_factory=list)  # album ids with tracks but no album row
     hashes: dict[str, str] = field(default_factory=dict)  # album_id -> content hash of its rows
 
-    @property
+    @cached_property
     def ok_albums(self) -> list[dict]:
         return [a for a in self.albums if a["status"] == STATUS_OK]
 
-    @property
+    @cached_property
     def failed_albums(self) -> list[dict]:
         return [a for a in self.albums if a["status"] != STATUS_OK]
 

@@ -23,6 +23,7 @@ a local folder, and media are fetched for the pages that are rendered).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -121,6 +122,7 @@ def build_site_report(out: Store | str | Path, site_dir: Path | None = None,
                 "genre_keys": sorted({g.strip().casefold() for g in album["genres"] if g.strip()}),
                 "mood_key": mood.strip().casefold() if isinstance(mood, str) else "",
                 "genres_text": " · ".join(album["genres"])}
+        card["genres_json"] = _json_attr(tuple(card["genre_keys"]))
         words = (album.get("title"), album.get("artist"), album.get("concept"), " ".join(card["genre_keys"]),
                  card["mood_key"])
         card["search"] = " ".join(str(w) for w in words if w).lower()  # the index's filter matches this
@@ -171,6 +173,12 @@ def build_site_report(out: Store | str | Path, site_dir: Path | None = None,
     log.info("site %s: %d written, %d unchanged, %d removed, %d album pages rendered", site, writer.written,
              writer.unchanged, removed, rendered)
     return SiteReport(site, writer.written, writer.unchanged, removed, rendered)
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_attr(keys: tuple[str, ...]):
+    """``keys|tojson`` (HTML-safe JSON), made once per distinct genre list."""
+    return jinja2.utils.htmlsafe_json_dumps(list(keys))
 
 
 def _render_key(ctx: dict, has_track_art: bool) -> str:
