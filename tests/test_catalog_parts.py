@@ -210,3 +210,14 @@ def test_the_catalogue_benchmark_runs_small(tmp_path, capsys):
     fig = json.loads(capsys.readouterr().out)
     assert fig["catalogue_files"]["albums"] == 2 and fig["catalogue_files_compacted"]["albums"] == 1
     assert set(fig["within_target"]) == set(bench.TARGETS)
+
+
+def test_compact_command_migrates_a_legacy_catalogue(tmp_path, capsys):
+    from catalog.commands import compact_main
+
+    sample = make_out(tmp_path / "out", legacy=True)
+    before = snapshot(sample.out)
+    assert compact_main([str(sample.out)]) == 0
+    assert f"albums {len(ALBUMS)} -> 1 files" in capsys.readouterr().out
+    assert snapshot(sample.out) == before
+    assert compact_main([str(tmp_path / "nothing")]) == 1
