@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from albumforge.manifest import ManifestError  # a corrupt catalogue part: named, exit 2
 from albumforge.rows import STATUS_OK
 
 # flag -> dotted config key (None values are left to the preset / config file)
@@ -147,7 +148,7 @@ def generate_main(argv: list[str]) -> int:
     log_path = console.log_to(cfg.out, run_id)
     try:
         summary = run(args.concepts, cfg, run_id=run_id, verbosity=verbosity)
-    except (ConceptsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld) as e:
+    except (ConceptsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld, ManifestError) as e:
         print(f"albumforge: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the stream started: nothing was made yet
@@ -311,7 +312,7 @@ def covers_main(argv: list[str]) -> int:
     log_path = console.log_to(cfg.out, run_id)
     try:
         summary = run(args.songs, cfg, run_id=run_id, verbosity=verbosity)
-    except (SongsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld) as e:
+    except (SongsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld, ManifestError) as e:
         print(f"albumforge: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
