@@ -126,7 +126,7 @@ RUNS = pa.schema(
     ]
 )
 
-# ``albumforge covers``: one file per song, songs/<song_id>.parquet (one row; the song's completion marker)
+# ``albumforge covers``: one row per song (its completion marker), in the songs parts (albumforge.parts)
 SONGS = pa.schema(
     [
         pa.field("song_id", pa.string(), nullable=False),  # hash of the file's bytes
