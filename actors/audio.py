@@ -209,10 +209,14 @@ def _encode(tmp: Path, samples: np.ndarray, sample_rate: int, fmt: str, level: f
 
 
 def write_audio(
-    samples: np.ndarray, sample_rate: int, stem: Path, formats: list[str], compression_level: float | None = None
-) -> list[Path]:
+    samples: np.ndarray, sample_rate: int, stem: Path | str, formats: list[str], compression_level: float | None = None,
+    store=None,
+) -> list:
     """Write ``stem.<fmt>`` for every format, each whole or not at all: encoded in blocks
-    into a temp file of this writer's own (``albumforge.atomic``), then renamed.
+    into a temp file of this writer's own (``albumforge.atomic``), then renamed. With
+    ``store`` (an ``albumforge.storage.Store``), ``stem`` is a path inside it and each file
+    goes there whole (encoded into a local temp file, then uploaded for object storage);
+    the paths returned are then the relative ones.
 
     ``compression_level`` (0 best .. 1 smallest) applies to OGG, MP3 and FLAC; None keeps
     libsndfile's default. A file that cannot be written raises ``WriteError`` (an OSError)
@@ -226,8 +230,13 @@ def write_audio(
         raise ValueError(f"audio samples must be frames or frames x channels, got shape {samples.shape}")
     paths = []
     for fmt in formats:
-        path = Path(stem).with_suffix(f".{fmt}")
-        with atomic_path(path) as tmp:
+        if store is None:
+            path = Path(stem).with_suffix(f".{fmt}")
+            dest = atomic_path(path)
+        else:
+            path = f"{stem}.{fmt}"
+            dest = store.writing(path)
+        with dest as tmp:
             _encode(tmp, samples, sample_rate, fmt, compression_level if fmt != "wav" else None)
         paths.append(path)
     return paths

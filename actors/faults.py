@@ -7,10 +7,13 @@ counted against what the process was doing, in a journal that outlives it:
 
 - the actor writes what it is about to do (load its model, or one group of items) to its
   journal, one JSON file per actor under ``OUT/.albumforge/journal/<run_id>/`` (Ray keeps
-  the actor id across restarts; the file lives on OUT, so a restart on another node finds it);
+  the actor id across restarts; the file lives on OUT, so a restart on another node finds
+  it; on object storage it is one small object, rewritten whole);
 - a restarted actor reads it: whatever was in flight gets one death more, and the cause is
   taken from the report ``faulthandler`` wrote when the process died ("Segmentation fault"
-  and the innermost frame); no report means a kill (SIGKILL, out of memory, a lost node);
+  and the innermost frame); no report means a kill (SIGKILL, out of memory, a lost node).
+  The report needs a real file: beside the journal for a local OUT; on the node's temp
+  folder for object storage (a restart on another node then names no cause, only counts);
 - items with a death run one at a time (their batch-mates are isolated, as for Python
   exceptions); an item that has died ``max_deaths`` times fails without running again, its
   error naming the cause; a model load that died ``max_deaths`` times fails every item the
@@ -24,21 +27,23 @@ from their record instead of being made again.
 from __future__ import annotations
 
 import faulthandler
+import hashlib
 import json
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
 from actors.records import read_record, write_record
-from albumforge.atomic import atomic_path
 from albumforge.rows import STATUS_FAILED, STATUS_OK
+from albumforge.storage import Store, as_store
 
 log = logging.getLogger("albumforge.faults")
 
-JOURNAL_DIR = Path(".albumforge") / "journal"
+JOURNAL_DIR = ".albumforge/journal"
 INIT = "init"  # the journal key of a model load
 NO_REPORT = "no fault report: killed by a signal such as SIGKILL (out of memory?), or its node was lost"
 
@@ -73,14 +78,20 @@ def parse_fault(text: str) -> str | None:
 class CrashJournal:
     """What one actor was doing, kept across its restarts."""
 
-    def __init__(self, out: str | Path, run_id: str, actor: str, max_deaths: int):
+    def __init__(self, out: Store | str | Path, run_id: str, actor: str, max_deaths: int):
         self.actor, self.max_deaths = actor, max(1, int(max_deaths))
-        folder = Path(out) / JOURNAL_DIR / run_id
-        folder.mkdir(parents=True, exist_ok=True)
+        self.store = store = as_store(out)
         name = f"{actor}-{_actor_id()}"
-        self.path, self.fault_path = folder / f"{name}.json", folder / f"{name}.fault"
+        self.rel = f"{JOURNAL_DIR}/{run_id}/{name}.json"
+        if store.local:
+            folder = store.local_path(f"{JOURNAL_DIR}/{run_id}")
+        else:  # faulthandler writes into an open file: this node's own temp folder
+            folder = (Path(tempfile.gettempdir()) / "albumforge-faults"
+                      / hashlib.sha256(store.url.encode()).hexdigest()[:16] / run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.fault_path = folder / f"{name}.fault"
         try:
-            state = json.loads(self.path.read_text())
+            state = json.loads(store.read_bytes(self.rel))
         except (OSError, ValueError):
             state = {"doing": None, "deaths": {}, "causes": {}, "fault_at": 0}
         if state["doing"]:  # the previous process died doing this
@@ -107,8 +118,7 @@ class CrashJournal:
         """Best effort: a journal that cannot be written (a full disk) must not fail the batch;
         the items then fail on their own writes, named."""
         try:
-            with atomic_path(self.path) as tmp:
-                tmp.write_text(json.dumps(self.state))
+            self.store.write_text(self.rel, json.dumps(self.state))
         except OSError as e:
             if not getattr(self, "_warned", False):
                 self._warned = True
@@ -149,9 +159,10 @@ class GuardedStage:
     journal: CrashJournal | None = None
     broken: str | None = None  # why this actor cannot work (its model load kept dying)
 
-    def _start_guard(self, out: str, run_id: str | None, max_deaths: int) -> None:
-        self.out, self.run_id = Path(out), run_id
-        self.journal = CrashJournal(out, run_id, self.actor_name, max_deaths) if run_id else None
+    def _start_guard(self, out: Store | str, run_id: str | None, max_deaths: int) -> None:
+        """``out``: OUT as a Store or its URL/path (actors get the URL: no credentials travel)."""
+        self.out, self.run_id = as_store(out), run_id
+        self.journal = CrashJournal(self.out, run_id, self.actor_name, max_deaths) if run_id else None
 
     @contextmanager
     def _loading(self):

@@ -29,7 +29,7 @@ import torch
 from actors.engines import load_image
 from actors.faults import GuardedStage
 from actors.jobs import worker_info, writable
-from albumforge.atomic import WriteError, atomic_path
+from albumforge.atomic import WriteError
 from albumforge.rows import KIND_ART, KIND_COVER, STATUS_OK, media_dir
 
 if TYPE_CHECKING:  # the section type only
@@ -207,7 +207,7 @@ class ImageActor(GuardedStage):
         t0 = time.perf_counter()
         rel = f"{self.media_folder(str(batch['album_id'][i]))}/{image_name(str(batch['kind'][i]), int(batch['item_no'][i]))}"
         try:
-            with atomic_path(self.out / rel) as tmp:  # this writer's own temp name, removed on error
+            with self.out.writing(rel) as tmp:  # a temp file of this writer's own; OUT gets it whole or not at all
                 image.save(tmp, format="PNG")
         except WriteError as e:  # disk full, permissions, a folder in the way: only this image fails
             self._fail(batch, i, str(e))

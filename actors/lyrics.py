@@ -31,12 +31,10 @@ import logging
 import os
 import re
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from albumforge.atomic import atomic_path
 from actors.faults import GuardedStage
 from actors.jobs import worker_info, writable
 from actors.records import RECORDS_DIR
@@ -68,10 +66,11 @@ LYRICS_COLUMNS = {
 }
 
 
-def lyrics_record_path(out: Path, song_id: str) -> Path:
+def lyrics_record_path(song_id: str) -> str:
+    """The song's lyrics record, inside OUT."""
     if not str(song_id).isalnum():
         raise ValueError(f"song_id {song_id!r} is not a safe path component")
-    return Path(out) / RECORDS_DIR / str(song_id) / "lyrics.json"
+    return f"{RECORDS_DIR}/{song_id}/lyrics.json"
 
 
 def resolve_whisper(engine: str, model: str, tiny_cache: str | None = None) -> tuple[str, str]:
@@ -214,8 +213,7 @@ class LyricsActor(GuardedStage):
         rec = {c: _plain(batch[c][i]) for c in LYRICS_COLUMNS}
         rec.update(status="ok", run_id=self.run_id, song_path=str(batch["song_path"][i]))
         try:
-            with atomic_path(lyrics_record_path(self.out, str(batch["album_id"][i]))) as tmp:
-                tmp.write_text(json.dumps(rec, ensure_ascii=False))
+            self.out.write_text(lyrics_record_path(str(batch["album_id"][i])), json.dumps(rec, ensure_ascii=False))
         except OSError as e:
             self._fail(batch, i, f"lyrics record: {e}")
 
@@ -223,7 +221,7 @@ class LyricsActor(GuardedStage):
         if str(batch["lyrics_source"][i]).startswith("tag:"):
             return False  # cheap: filled from the tag again
         try:
-            rec = json.loads(lyrics_record_path(self.out, str(batch["album_id"][i])).read_text())
+            rec = json.loads(self.out.read_bytes(lyrics_record_path(str(batch["album_id"][i]))))
         except (OSError, ValueError):
             return False
         if rec.get("status") != "ok":

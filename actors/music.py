@@ -209,17 +209,16 @@ class MusicActor(GuardedStage):
     def _write(self, batch, i, audio: np.ndarray, gen_s: float, plan: dict) -> None:
         t0 = time.perf_counter()
         album_id, track_no = str(batch["album_id"][i]), int(batch["item_no"][i])
-        stem = self.out / media_dir(album_id) / f"track-{track_no:02d}"
+        stem = f"{media_dir(album_id)}/track-{track_no:02d}"
         try:
             audio, lufs = master(audio, self.m.sample_rate, **self.master_kwargs)
-            paths = write_audio(audio, self.m.sample_rate, stem, self.formats, self.compression_level)
+            rel = write_audio(audio, self.m.sample_rate, stem, self.formats, self.compression_level, store=self.out)
         except WriteError as e:  # disk full, permissions: it names the file and the cause
             self._fail(batch, i, str(e))
             return
         except Exception as e:
             self._fail(batch, i, f"mastering/encoding failed: {type(e).__name__}: {e}")
             return
-        rel = [str(p.relative_to(self.out)) for p in paths]
         batch["status"][i] = STATUS_OK
         batch["worker"][i] = json.dumps({**self.worker, "done": time.time()})
         batch["path"][i] = rel[0]

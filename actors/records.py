@@ -17,10 +17,9 @@ now (a re-rolled image draws a new seed: its old record no longer counts).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from albumforge.atomic import atomic_path
 from albumforge.rows import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS, STATUS_OK
+from albumforge.storage import Store, as_store
 
 RECORDS_DIR = "items"
 _IDENTITY = ("album_id", "kind", "item_no", "seed", "reroll")
@@ -35,10 +34,11 @@ def record_name(kind: str, item_no: int) -> str:
     raise ValueError(f"kind={kind!r} has no item record (expected cover, track or art)")
 
 
-def record_path(out: Path, album_id: str, kind: str, item_no: int) -> Path:
+def record_path(album_id: str, kind: str, item_no: int) -> str:
+    """The record's path inside OUT."""
     if not str(album_id).isalnum():
         raise ValueError(f"album_id {album_id!r} is not a safe path component")
-    return Path(out) / RECORDS_DIR / str(album_id) / record_name(kind, item_no)
+    return f"{RECORDS_DIR}/{album_id}/{record_name(kind, item_no)}"
 
 
 def _plain(value):
@@ -47,28 +47,30 @@ def _plain(value):
     return None if isinstance(value, float) and value != value else value
 
 
-def write_record(out: Path, row: dict, run_id: str | None = None) -> Path:
+def write_record(out: Store | str, row: dict, run_id: str | None = None) -> str:
     """Record one finished (status "ok") job row, whole or not at all."""
     if row.get("status") != STATUS_OK:
         raise ValueError(f"only a finished item is recorded (status={row.get('status')!r})")
     rec = {k: _plain(row[k]) for k in (*_IDENTITY, *RESULT_DEFAULTS) if k in row}
     rec["run_id"] = run_id
-    path = record_path(out, str(row["album_id"]), str(row["kind"]), int(row["item_no"]))
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(rec, ensure_ascii=False))
-    return path
+    rel = record_path(str(row["album_id"]), str(row["kind"]), int(row["item_no"]))
+    as_store(out).write_text(rel, json.dumps(rec, ensure_ascii=False))
+    return rel
 
 
-def _files_exist(out: Path, rec: dict) -> bool:
+def _files_exist(store: Store, rec: dict) -> bool:
     paths = [p for p in str(rec.get("paths") or rec.get("path") or "").split("|") if p]
-    return bool(paths) and all((Path(out) / p).is_file() for p in paths)
-
-
-def read_record(out: Path, album_id: str, kind: str, item_no: int, seed: int | None = None) -> dict | None:
-    """The item's record when it still counts (files present; same seed when given), else None."""
-    path = record_path(out, album_id, kind, item_no)
     try:
-        rec = json.loads(path.read_text())
+        return bool(paths) and all(store.is_file(p) for p in paths)
+    except ValueError:  # a path that leaves OUT: not this item's file
+        return False
+
+
+def read_record(out: Store | str, album_id: str, kind: str, item_no: int, seed: int | None = None) -> dict | None:
+    """The item's record when it still counts (files present; same seed when given), else None."""
+    out = as_store(out)
+    try:
+        rec = json.loads(out.read_bytes(record_path(album_id, kind, item_no)))
     except (OSError, ValueError):
         return None
     if rec.get("status") != STATUS_OK or not _files_exist(out, rec):
@@ -78,15 +80,16 @@ def read_record(out: Path, album_id: str, kind: str, item_no: int, seed: int | N
     return rec
 
 
-def album_records(out: Path, album_id: str) -> list[dict]:
+def album_records(out: Store | str, album_id: str) -> list[dict]:
     """Every record of an album whose files are all present (seeds are checked by the caller)."""
-    folder = Path(out) / RECORDS_DIR / str(album_id)
+    out = as_store(out)
+    folder = f"{RECORDS_DIR}/{album_id}"
     found = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
-        if path.name.startswith("."):
+    for name in out.listdir(folder):
+        if name.startswith(".") or not name.endswith(".json"):
             continue
         try:
-            rec = json.loads(path.read_text())
+            rec = json.loads(out.read_bytes(f"{folder}/{name}"))
         except (OSError, ValueError):
             continue
         if rec.get("status") == STATUS_OK and _files_exist(out, rec):

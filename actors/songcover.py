@@ -13,13 +13,13 @@ user's file is only ever read. The copy is written whole or not at all.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
-from pathlib import Path
+import tempfile
+from pathlib import Path, PurePosixPath
 
-from albumforge.atomic import temp_name
 from actors.image import ImageActor
 from actors.tags import FRONT_COVER, _picture
+from albumforge.storage import as_store
 
 
 def song_media_dir(song_id: str) -> str:
@@ -98,7 +98,7 @@ EMBEDDERS = {".mp3": _embed_mp3, ".wav": _embed_wav, ".flac": _embed_flac, ".ogg
              ".m4a": _embed_m4a}
 
 
-def embed_copy(out: Path, song_path: str | Path, song_id: str, cover_rel: str) -> str:
+def embed_copy(out, song_path: str | Path, song_id: str, cover_rel: str) -> str:
     """Write the song's copy with its cover embedded; returns its path relative to OUT.
     Raises (naming the file) when the copy cannot be written or tagged."""
     src = Path(song_path)
@@ -107,14 +107,14 @@ def embed_copy(out: Path, song_path: str | Path, song_id: str, cover_rel: str) -
     if embed is None:
         raise ValueError(f"{src}: no cover embedding for {ext!r} files")
     rel = f"{song_media_dir(song_id)}/song{ext}"
-    dest = Path(out) / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(dest)
-    try:
-        shutil.copyfile(src, tmp)
-        embed(tmp, _picture(Path(out) / cover_rel))
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    store = as_store(out)
+    with tempfile.TemporaryDirectory(prefix="albumforge-embed-") as spool:
+        if store.local:
+            cover = store.local_path(cover_rel)
+        else:  # the cover from object storage, into a local file for the tagger
+            cover = Path(spool) / PurePosixPath(cover_rel).name
+            store.download(cover_rel, cover)
+        with store.writing(rel) as tmp:  # whole or not at all (uploaded whole to object storage)
+            shutil.copyfile(src, tmp)
+            embed(tmp, _picture(cover))
     return rel

@@ -9,7 +9,8 @@ Per format (mutagen): OGG/Vorbis comments with the cover as a base64 FLAC Pictur
 (METADATA_BLOCK_PICTURE); MP3 and WAV ID3v2.3 (TIT2, TPE1, TPE2, TALB, TRCK, TYER, TCON, APIC);
 FLAC Vorbis comments and ``add_picture``. Existing tags are replaced, so tagging again
 (a re-run) gives the same files. Each file is tagged on a copy that then replaces it, so a
-reader never sees a half-written file. A file that cannot be tagged is reported, not raised.
+reader never sees a half-written file (on object storage: a local copy, tagged, then
+uploaded whole). A file that cannot be tagged is reported, not raised.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import tempfile
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from albumforge.atomic import temp_name
+from albumforge.atomic import WriteError, temp_name
 from albumforge.rows import STATUS_OK
+from albumforge.storage import as_store
 
 COVER_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 FRONT_COVER = 3  # APIC / FLAC picture type
@@ -142,6 +145,39 @@ def track_tags(album_row: dict, track_row: dict, total: int) -> dict:
     }
 
 
+def _cover_picture(store, cover_rel, spool: Path):
+    """The album's cover as a Picture (None when it has none or the file is gone)."""
+    if not cover_rel or not store.is_file(cover_rel):
+        return None
+    if store.local:
+        return _picture(store.local_path(cover_rel))
+    local = spool / PurePosixPath(cover_rel).name
+    store.download(cover_rel, local)
+    return _picture(local)
+
+
+def _tag_local(path: Path, tagger, t: dict, pic) -> str | None:
+    tmp = temp_name(path)  # unique per writer (albumforge.atomic)
+    try:
+        shutil.copyfile(path, tmp)
+        tagger(tmp, t, pic)
+        os.replace(tmp, path)
+    except Exception as e:  # one bad file must not stop the album
+        tmp.unlink(missing_ok=True)
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _tag_remote(store, rel: str, tagger, t: dict, pic) -> str | None:
+    try:
+        with store.writing(rel) as tmp:  # a local copy, tagged, then uploaded whole
+            store.download(rel, tmp)
+            tagger(tmp, t, pic)
+    except WriteError as e:
+        return f"{type(e.cause).__name__}: {e.cause}"
+    return None
+
+
 def tag_album(out, album_row: dict, track_rows: list[dict]) -> list[str]:
     """Tag every audio file of the album's ok tracks and embed the cover (when the album
     row has a ``cover_path`` that exists). Paths in the rows are relative to ``out``.
@@ -150,31 +186,26 @@ def tag_album(out, album_row: dict, track_rows: list[dict]) -> list[str]:
     finished_at, else this year). ``track_rows`` need track_no, title, status and paths (a
     list or a "|"-joined string) or path. Returns one message per file that could not be
     tagged (the file itself is left as it was)."""
-    out = Path(out)
-    cover = out / album_row["cover_path"] if album_row.get("cover_path") else None
+    store = as_store(out)
     errors: list[str] = []
-    try:
-        pic = _picture(cover) if cover is not None and cover.is_file() else None
-    except OSError as e:
-        errors.append(f"cover {album_row.get('cover_path')}: {e}")
-        pic = None
+    with tempfile.TemporaryDirectory(prefix="albumforge-tags-") as spool:
+        try:
+            pic = _cover_picture(store, album_row.get("cover_path"), Path(spool))
+        except (OSError, ValueError) as e:
+            errors.append(f"cover {album_row.get('cover_path')}: {e}")
+            pic = None
     total = int(album_row.get("n_tracks") or len(track_rows))
     for row in track_rows:
         if row.get("status") != STATUS_OK:
             continue
         t = track_tags(album_row, row, total)
         for rel in _paths(row):
-            path = out / rel
-            tagger = TAGGERS.get(path.suffix.lower())
+            tagger = TAGGERS.get(PurePosixPath(rel).suffix.lower())
             if tagger is None:
-                errors.append(f"{rel}: no tagger for {path.suffix!r}")
+                errors.append(f"{rel}: no tagger for {PurePosixPath(rel).suffix!r}")
                 continue
-            tmp = temp_name(path)  # unique per writer (albumforge.atomic)
-            try:
-                shutil.copyfile(path, tmp)
-                tagger(tmp, t, pic)
-                os.replace(tmp, path)
-            except Exception as e:  # one bad file must not stop the album
-                tmp.unlink(missing_ok=True)
-                errors.append(f"{rel}: {type(e).__name__}: {e}")
+            problem = _tag_local(store.local_path(rel), tagger, t, pic) if store.local else \
+                _tag_remote(store, rel, tagger, t, pic)
+            if problem:
+                errors.append(f"{rel}: {problem}")
     return errors

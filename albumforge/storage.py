@@ -84,7 +84,8 @@ class Store:
             import fsspec
 
             try:
-                self._fs, _ = fsspec.core.url_to_fs(self.url)
+                # no listings cache: other processes (actors on other nodes) write here too
+                self._fs, _ = fsspec.core.url_to_fs(self.url, **({} if self.local else {"use_listings_cache": False}))
             except (ImportError, ValueError) as e:
                 raise StoreError(f"--out {self.url}: {e}") from e
         return self._fs
@@ -113,6 +114,14 @@ class Store:
             return self.local_path(rel).exists()
         return self.fs.exists(self._path(rel))
 
+    def is_dir(self, rel: str) -> bool:
+        """A folder (on object storage: a prefix that holds objects)."""
+        if self.local:
+            return self.local_path(rel).is_dir()
+        path = self._path(rel)
+        self.fs.invalidate_cache(path)
+        return self.fs.isdir(path)
+
     def is_file(self, rel: str) -> bool:
         if self.local:
             return self.local_path(rel).is_file()
@@ -134,6 +143,30 @@ class Store:
         if self.local:
             return open(self.local_path(rel), "rb")
         return self.fs.open(self._path(rel), "rb")
+
+    def mtime(self, rel: str) -> float:
+        """When ``rel`` was last written (epoch seconds); ``FileNotFoundError`` when absent.
+        On object storage this is the server's clock (an object's Last-Modified)."""
+        if self.local:
+            return self.local_path(rel).stat().st_mtime
+        path = self._path(rel)
+        self.fs.invalidate_cache(path)
+        return self.fs.modified(path).timestamp()
+
+    def size(self, rel: str) -> int:
+        """The object's size in bytes; ``FileNotFoundError`` when absent."""
+        if self.local:
+            return self.local_path(rel).stat().st_size
+        path = self._path(rel)
+        self.fs.invalidate_cache(path)
+        return int(self.fs.info(path)["size"])
+
+    def download(self, rel: str, dest: Path) -> None:
+        """Copy ``rel`` into the local file ``dest`` (for libraries that need a real file)."""
+        if self.local:
+            shutil.copyfile(self.local_path(rel), dest)
+        else:
+            self.fs.get_file(self._path(rel), str(dest))
 
     def listdir(self, rel: str) -> list[str]:
         """Names (not paths) in a folder, sorted; [] when it does not exist. Always fresh:

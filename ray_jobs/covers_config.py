@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from albumforge.resources import user_cache_dir
 from ray_jobs.config import (
@@ -20,6 +20,7 @@ from ray_jobs.config import (
     PlanConfig,
     _Section,
     layered,
+    out_value,
 )
 
 
@@ -55,7 +56,7 @@ PRESETS: dict[str, dict] = {
 
 
 class CoversConfig(_Section):
-    out: Path = Path("out")
+    out: Path | str = Path("out")  # a local path or an object storage URL (ray_jobs.config.out_value)
     seed: int = 0  # cover seeds derive from it and the song id
     embed: bool = False  # also write a copy of each song with its cover embedded (the input is never changed)
     lyrics: LyricsConfig = LyricsConfig()
@@ -65,6 +66,15 @@ class CoversConfig(_Section):
     tiny_cache: Path = Field(default_factory=lambda: user_cache_dir() / "tiny-models")
     ray_address: str | None = None
     gpus: Literal["auto", "none"] = "auto"
+
+    _out = field_validator("out", mode="plain")(lambda v: out_value(v))
+
+    @property
+    def store(self):
+        """OUT as an ``albumforge.storage.Store``."""
+        from albumforge.storage import Store
+
+        return Store(self.out)
 
     @classmethod
     def load(cls, path: Path | None = None, preset: str = "tiny", **overrides) -> "CoversConfig":

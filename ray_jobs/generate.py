@@ -14,6 +14,7 @@ import errno
 import json
 import logging
 import os
+import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -24,7 +25,9 @@ from pathlib import Path
 from actors.tags import tag_album
 from albumforge import manifest as mf
 from albumforge.parts import CatalogWriter
+from albumforge.atomic import WriteError
 from albumforge.rows import KIND_ART, KIND_FAILED, from_batch, reroll_key
+from albumforge.storage import Store, as_store
 from director.plan import (
     check_templates,
     director_columns,
@@ -39,6 +42,7 @@ from ray_jobs.outlock import OutLock
 from ray_jobs.placement import (
     Placements,
     describe_pools,
+    grow_by_pool_bounds,
     observe,
     start_in_order,
     strategy,
@@ -56,7 +60,7 @@ def _now() -> datetime:
 @dataclass
 class RunSummary:
     run_id: str
-    out: Path
+    out: Path | str  # as given: a local path or an object storage URL
     n_concepts: int = 0
     n_skipped: int = 0
     n_ok: int = 0
@@ -115,7 +119,7 @@ def write_failed_album(catalog: CatalogWriter, run_id: str, cfg: RunConfig, albu
 class AlbumWriter:
     """Collects an album's job rows as they stream in; writes its manifests when complete."""
 
-    def __init__(self, out: Path, run_id: str, cfg: RunConfig, finished: Finished, concepts: list[Concept],
+    def __init__(self, out: Store, run_id: str, cfg: RunConfig, finished: Finished, concepts: list[Concept],
                  catalog: CatalogWriter):
         self.out, self.run_id, self.cfg, self.finished = out, run_id, cfg, finished
         self.catalog = catalog  # buffers the rows; parts are written every few albums (albumforge.parts)
@@ -221,7 +225,8 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     from actors.music import MusicActor
     from ray_jobs.planner import Planner, explode
 
-    out = str(cfg.out.resolve())
+    store = cfg.store
+    out = store.url  # actors get OUT's URL (or absolute path) and build their own client: no secret travels
     plan_env = {k: os.environ[k] for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if os.environ.get(k)}
     done_pairs = {c.album_id: finished.done(c.album_id) for c in concepts}
     done = {aid: items for aid, (items, _) in done_pairs.items() if items}
@@ -241,7 +246,7 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     conc = cfg.plan.concurrency
     ds = ds.map_batches(
         Planner,
-        fn_constructor_kwargs={"out": out, "plan": cfg.plan, "cache_dir": str(cfg.out.resolve() / "cache" / "director"),
+        fn_constructor_kwargs={"out": out, "plan": cfg.plan, "cache_dir": store.uri("cache/director"),
                                "env": plan_env},
         batch_size=1,
         compute=ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=conc,
@@ -293,6 +298,7 @@ def _init_ray(cfg: RunConfig, verbosity: int = console.NORMAL) -> bool:
     # rows (see AlbumWriter) and the next run redoes them.
     ctx.max_errored_blocks = -1
     start_in_order(ctx, cfg)  # music actors take their cards before image actors ask
+    grow_by_pool_bounds(ctx)  # a node that joins mid-run gets actors (pool bounds cap the growth)
     return started
 
 
@@ -300,8 +306,23 @@ class OutError(ValueError):
     """OUT cannot hold a run (a file, not a folder; not writable). A re-run cannot fix it."""
 
 
-def check_out(out: Path) -> None:
-    """A named error, before anything starts, when OUT cannot be a run's output folder."""
+def check_out(out) -> None:
+    """A named error, before anything starts, when OUT cannot be a run's output folder: a
+    local file in the way, no permission, or (object storage) a missing bucket, no
+    credentials, an endpoint that does not answer."""
+    store = as_store(out)
+    if not store.local:
+        probe = f".albumforge/probe-{socket.gethostname()}-{os.getpid()}"
+        try:
+            store.write_bytes(probe, b"")
+            store.delete(probe)
+        except Exception as e:  # s3fs/botocore raise many types; the message names no secret
+            cause = e.cause if isinstance(e, WriteError) else e
+            raise OutError(f"--out {store.url}: cannot write there ({type(cause).__name__}: {cause}): check the "
+                           "bucket, the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or a profile) "
+                           "and the endpoint (AWS_ENDPOINT_URL)") from None
+        return
+    out = store.root
     if out.exists() and not out.is_dir():
         raise OutError(f"--out {out} is a file, not a folder: choose another --out (a re-run cannot fix this)")
     try:
@@ -314,8 +335,13 @@ def check_out(out: Path) -> None:
                        "choose another --out or fix its permissions") from None
 
 
-def sweep_temp_files(out: Path) -> int:
-    """Remove ``.tmp-*`` files under OUT's run folders (media, items, manifests, plans)."""
+def sweep_temp_files(out) -> int:
+    """Remove ``.tmp-*`` files under OUT's run folders (media, items, manifests, plans).
+    Local folders only: object storage has no temp objects (an upload appears whole)."""
+    store = as_store(out)
+    if not store.local:
+        return 0
+    out = store.root
     n = 0
     for sub in ("media", "items", "manifests", "plans"):
         for path in (out / sub).rglob(".tmp-*") if (out / sub).is_dir() else ():
@@ -330,7 +356,7 @@ FATAL_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # every later write wou
 def run(concepts_path: Path, cfg: RunConfig, run_id: str | None = None, verbosity: int = console.NORMAL) -> RunSummary:
     started = _now()
     t0 = time.perf_counter()
-    out = cfg.out
+    out = cfg.store
     check_out(out)
     director = resolve_director(cfg.plan.director)
     if cfg.plan.director == "auto":
@@ -342,7 +368,7 @@ def run(concepts_path: Path, cfg: RunConfig, run_id: str | None = None, verbosit
     concepts, rejected = read_concepts(concepts_path, settings, cfg.seed)
     check_templates(cfg.plan, concepts)  # a template variable a row lacks: named error, no call made
     run_id = run_id or console.new_run_id(started)
-    summary = RunSummary(run_id=run_id, out=out, n_concepts=len(concepts) + len(rejected), verbosity=verbosity)
+    summary = RunSummary(run_id=run_id, out=cfg.out, n_concepts=len(concepts) + len(rejected), verbosity=verbosity)
     with OutLock(out, run_id, cfg.faults.hold_stale_s):  # one run per OUT: a second is refused, named
         catalog = CatalogWriter(out)
         try:
@@ -373,7 +399,7 @@ def _shutdown_ray(wait_s: float | None) -> bool:
 
 def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list[Concept], rejected: list,
               summary: RunSummary, interrupts: Interrupts, catalog: CatalogWriter) -> None:
-    out, run_id = cfg.out, summary.run_id
+    out, run_id = cfg.store, summary.run_id
     swept = sweep_temp_files(out)  # left by writers a killed run never let finish (we hold OUT now)
     if swept:
         log.info("removed %d temp files left by an interrupted run", swept)

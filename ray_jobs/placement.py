@@ -7,7 +7,9 @@ Two answers, worked out before the stream starts and kept in the run row
    max_size, initial_size)``: it starts with what the nodes up now can hold, Ray Data adds
    actors while work queues up (a pending actor is what makes an autoscaler add a node) and
    releases idle ones down to ``min_actors``; an actor whose node left is restarted where
-   a node has room. ``max_size`` is what the cluster can grow to:
+   a node has room. Growth is bounded by ``max_size`` and by where Ray can place an actor,
+   not by Ray Data's per-operator budgets (``grow_by_pool_bounds``: they kept a node that
+   joined mid-run from getting an actor). ``max_size`` is what the cluster can grow to:
    the autoscaler's node types times their ``max_workers`` (the GCS's autoscaler config, or
    the launcher YAML that ``ray up`` leaves on the head), else ``cluster.grow_factor`` times
    what the nodes hold now; ``min_size`` is what the nodes up at the start hold (so warm
@@ -333,6 +335,28 @@ def start_in_order(ctx, cfg) -> None:
     (``watch.PlacementWatch`` runs beside the wait).
     """
     ctx.wait_for_min_actors_s = max(1, math.ceil(cfg.faults.placement_timeout_s + START_WAIT_S))
+
+
+def grow_by_pool_bounds(ctx) -> None:
+    """Let each pool grow to its ``max_size`` when its work queues up, whatever Ray Data's budgets say.
+
+    Ray Data 2.60 adds an actor only when the pool's utilisation passes its threshold *and*
+    the operator's resource budget holds one more actor. That budget is cut from what Ray
+    Data's autoscaling coordinator reserves for the run: the bundles the run asked for plus
+    each node's leftover rounded *down* to whole units (a node with 0.49 of a card free counts
+    none of it), refreshed every 20 s, and the shared part goes to the downstream stage first.
+    Seen with one card per node and shares 0.51/0.49: after a second GPU node joined, Ray Data
+    counted 1.51 GPUs, the image stage took 0.49 of the 0.51 left and the music stage was
+    budgeted 0.02, so it never added the actor the new card could hold ("exceeded resource
+    limits"). The pool bounds (``plan_pools``: what the cluster can grow to) are the cap here,
+    and Ray Core places each actor where a card has room (a pending one waits for a node, and
+    is what makes an autoscaler add one), so the per-operator budgets are turned off.
+    """
+    if not hasattr(ctx, "op_resource_reservation_enabled"):  # a Ray Data without the switch
+        log.warning("this Ray Data has no DataContext.op_resource_reservation_enabled: actor pools may "
+                    "not grow onto nodes that join mid-run")
+        return
+    ctx.op_resource_reservation_enabled = False
 
 
 def strategy(plan: dict, stage: str):

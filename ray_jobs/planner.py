@@ -14,7 +14,6 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +26,7 @@ from albumforge.rows import (
     job_row,
     reroll_key,
 )
+from albumforge.storage import as_store
 from director.plan import load_saved_plan, make_director, save_failed_plan, save_plan
 from director.redact import scrub, scrub_tree
 from ray_jobs.config import PlanConfig
@@ -59,7 +59,7 @@ class Planner:
         # OPENAI_* settings travel from the driver as constructor arguments (never in a
         # runtime_env, which Ray shows on its dashboard): a cluster's workers lack them.
         os.environ.update(env or {})
-        self.out = Path(out)
+        self.out = as_store(out)  # OUT's URL or path: the actor builds its own filesystem client
         self.director = make_director(plan, cache_dir)
         self.concurrency = int(plan.concurrency)
         self.scorer = _load_scorer()

@@ -36,8 +36,9 @@ from actors.jobs import batch_of, rows_of
 from albumforge import manifest as mf
 from albumforge import parts
 from albumforge.rows import KIND_ART, KIND_COVER, from_batch, job_row
+from albumforge.storage import as_store
 from ray_jobs import assemble
-from ray_jobs.config import RunConfig
+from ray_jobs.config import RunConfig, out_value
 
 log = logging.getLogger("albumforge.reroll")
 
@@ -149,7 +150,7 @@ def regenerate(out: Path, cfg: RunConfig, picks: list[Pick], run_id: str, actor=
     if actor is None:
         from actors.image import ImageActor
 
-        actor = ImageActor(str(out), cfg.image, str(cfg.tiny_cache))
+        actor = ImageActor(as_store(out).url, cfg.image, str(cfg.tiny_cache))
     rows = [job_row(p.album_id, p.kind, p.item_no, 1, p.prompt, 0.0, cfg.seed, p.reroll) for p in picks]
     done = rows_of(actor(batch_of(rows)))
     by_album: dict[str, list[tuple[Pick, dict]]] = {}
@@ -192,7 +193,7 @@ def run_config(out: Path, config: Path | None = None, engine: str = "tiny") -> R
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="albumforge reroll",
                                  description="Re-render the images whose CLIP score is under a threshold, new seeds.")
-    ap.add_argument("out", type=Path, help="the output folder of an earlier generate run")
+    ap.add_argument("out", type=out_value, help="the output folder of an earlier generate run (a path or a URL)")
     ap.add_argument("--below", type=float, required=True, help="re-roll images whose score is under this")
     ap.add_argument("--what", choices=("images", "covers", "art"), default="images")
     ap.add_argument("--config", type=Path, default=None,

@@ -48,7 +48,7 @@ def test_music_batch_gives_each_track_its_duration(music):
         paths = out["paths"][i].split("|")
         assert [p.rsplit(".", 1)[1] for p in paths] == ["ogg", "wav"]
         for rel in paths:
-            data, sr = sf.read(music.out / rel)
+            data, sr = sf.read(music.out.local_path(rel))
             assert sr == 32000 and len(data) == int(want * 32000)
             assert np.isfinite(data).all() and np.abs(data).max() <= 1.0
         assert json.loads(out["worker"][i])["actor"] == "MusicActor"
@@ -75,7 +75,7 @@ def test_a_failing_track_is_isolated(music, monkeypatch):
     out = music(batch)
     assert list(out["status"]) == ["ok", "failed", "ok"]
     assert "simulated device fault" in out["error"][1]
-    assert out["path"][1] == "" and (music.out / out["path"][0]).exists()
+    assert out["path"][1] == "" and (music.out.local_path(out["path"][0])).exists()
 
 
 def test_a_track_without_duration_fails_with_named_value(music):
@@ -92,9 +92,9 @@ def test_image_batch_is_seeded_per_image(image):
         (KIND_COVER, "b2", 0, "a blue sea at dawn", 0.0, 9),
     ]))
     assert list(both["status"]) == ["ok", "pending", "ok"]
-    first = np.asarray(Image.open(image.out / both["path"][0]))
-    assert Image.open(image.out / both["path"][2]).size == (64, 48)
+    first = np.asarray(Image.open(image.out.local_path(both["path"][0])))
+    assert Image.open(image.out.local_path(both["path"][2])).size == (64, 48)
     alone = image(job_rows([(KIND_COVER, "b1", 0, "a red moon over hills", 0.0, 7)]))
-    again = np.asarray(Image.open(image.out / alone["path"][0]))
+    again = np.asarray(Image.open(image.out.local_path(alone["path"][0])))
     # image k of a batch equals the same prompt and seed rendered alone (within float noise)
     assert np.abs(first.astype(int) - again.astype(int)).max() <= 2

@@ -193,8 +193,9 @@ def test_reading_object_storage_costs_requests_per_run_not_per_album(s3_out):
     small = requests(Store(s3_out + "/small"), 10)
     large = requests(Store(s3_out + "/large"), 60)
     assert large == small, (small, large)
-    # a listing and one GET per part (3 runs) of albums and tracks, one listing of media/
-    assert small["scan"] == 2 * (1 + 3) + 1
+    # of albums and tracks: a listing, and per part (3 runs) a HEAD and a GET (no listings
+    # cache: actors on other nodes write here); one listing of media/
+    assert small["scan"] <= 2 * (1 + 2 * 3) + 1
 
 
 def test_the_catalogue_benchmark_runs_small(tmp_path, capsys):

@@ -77,7 +77,7 @@ def test_music_batch_on_cuda_gives_each_track_its_duration(music):
         paths = out["paths"][i].split("|")
         assert [p.rsplit(".", 1)[1] for p in paths] == ["ogg", "wav"]
         for rel in paths:
-            data, sr = sf.read(music.out / rel)
+            data, sr = sf.read(music.out.local_path(rel))
             assert sr == 32000 and len(data) == round(want_s * 32000), rel
             assert np.isfinite(data).all() and 0 < np.abs(data).max() <= 1.0, rel
         plan = json.loads(out["windows"][i])
@@ -157,7 +157,7 @@ def image(tmp_path_factory, tiny_cache):
 
 
 def pixels(actor, rel) -> np.ndarray:
-    return np.asarray(Image.open(actor.out / rel)).astype(int)
+    return np.asarray(Image.open(actor.out.local_path(rel))).astype(int)
 
 
 def test_image_pipeline_is_fp16_on_cuda(image):
@@ -180,7 +180,7 @@ def test_image_batch_on_cuda_is_seeded_per_image(image):
     ]))
     assert list(both["status"]) == ["ok", "pending", "ok"], list(both["error"])
     first, other = pixels(image, both["path"][0]), pixels(image, both["path"][2])
-    assert Image.open(image.out / both["path"][2]).size == (64, 48)
+    assert Image.open(image.out.local_path(both["path"][2])).size == (64, 48)
     for px in (first, other):  # fp16 NaNs reach the PNG as a black (or flat) image
         assert px.std() > 1 and px.max() > 0
     assert np.abs(first - other).max() > 10  # another seed and prompt: another image

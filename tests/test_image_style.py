@@ -32,7 +32,7 @@ def make_actor(out, tiny_cache, **kw):
 
 
 def pixels(actor, rel) -> np.ndarray:
-    return np.asarray(Image.open(actor.out / rel)).astype(int)
+    return np.asarray(Image.open(actor.out.local_path(rel))).astype(int)
 
 
 class Recorder:

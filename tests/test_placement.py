@@ -148,6 +148,22 @@ def test_strategy_carries_the_bounds():
     assert (s.min_size, s.max_size, s.initial_size) == (2, 4, 2)
 
 
+def test_pools_are_capped_by_their_bounds_not_ray_datas_budgets(caplog):
+    """Ray Data's per-operator budgets off (a joining node gets no actor with them: test_scaleout);
+    the switch is still in the installed Ray Data, and a Ray Data without it is named, not broken."""
+    from types import SimpleNamespace
+
+    from ray.data import DataContext
+
+    ctx = DataContext()
+    assert ctx.op_resource_reservation_enabled is True  # Ray Data's default
+    P.grow_by_pool_bounds(ctx)
+    assert ctx.op_resource_reservation_enabled is False
+    other = SimpleNamespace()
+    P.grow_by_pool_bounds(other)
+    assert not vars(other) and "may not grow onto nodes that join" in caplog.text
+
+
 def test_placement_record_lists_each_actor_and_card():
     rec = P.Placements()
     for actor, pid, gpu in [("MusicActor", 1, "0"), ("MusicActor", 1, "0"), ("ImageActor", 2, "0"),

@@ -81,3 +81,27 @@ def test_a_write_error_names_the_object(s3_out):
     store = Store(s3_out.replace("s3://", "s3://missing-bucket-").split("/run")[0] + "/run")
     with pytest.raises(WriteError, match="s3://missing-bucket-"):
         store.write_text("a.txt", "x")
+
+
+def test_folders_sizes_times_and_downloads(store, tmp_path):
+    import time
+
+    assert not store.is_dir("manifests")
+    store.write_bytes("manifests/albums/a.parquet", b"12345")
+    assert store.is_dir("manifests") and store.is_dir("manifests/albums") and not store.is_dir("manifests/albums/a")
+    assert store.size("manifests/albums/a.parquet") == 5
+    assert abs(store.mtime("manifests/albums/a.parquet") - time.time()) < 120
+    store.download("manifests/albums/a.parquet", tmp_path / "copy")
+    assert (tmp_path / "copy").read_bytes() == b"12345"
+    with pytest.raises(FileNotFoundError):
+        store.size("manifests/albums/none.parquet")
+    with pytest.raises(FileNotFoundError):
+        store.mtime("manifests/albums/none.parquet")
+
+
+def test_a_file_written_by_another_client_is_seen_at_once(store):
+    """Actors on other nodes write into OUT: no cached listing may hide their files."""
+    assert store.listdir("items/a") == [] and not store.is_file("items/a/cover.json")
+    other = Store(store.url)  # another process's client
+    other.write_text("items/a/cover.json", "{}")
+    assert store.is_file("items/a/cover.json") and store.listdir("items/a") == ["cover.json"]
