@@ -1,12 +1,8 @@
-"""Parquet manifests: the schemas (declared once), atomic writes, checked reads.
+"""Parquet manifests: the schemas (declared once), the row key guard, checked reads.
 
-Layout under OUT/manifests/:
-  albums/<album_id>.parquet   one row: the album (written last: it is the completion marker)
-  tracks/<album_id>.parquet   one row per track of that album
-  runs/<run_id>.parquet       one row per run
-
-One file per album makes a re-run idempotent by construction: redoing an album replaces
-its two files, so no reader ever sees a duplicate row. Imports pyarrow only.
+The rows live in a few Parquet parts per kind under OUT/manifests/<kind>/ (albums, tracks,
+runs, songs); ``albumforge.parts`` holds that layout: how parts are written, merged and
+read so that the latest row of an album wins. Imports pyarrow only.
 """
 
 from __future__ import annotations
@@ -17,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from albumforge.atomic import atomic_path
-from albumforge.storage import Store, as_store, is_url
 from albumforge.rows import STATUS_FAILED, STATUS_INTERRUPTED, STATUS_OK  # noqa: F401 (the statuses of rows)
 
 _ts = pa.timestamp("us", tz="UTC")
@@ -136,7 +131,7 @@ RUNS = pa.schema(
     ]
 )
 
-# ``albumforge covers``: one file per song, songs/<song_id>.parquet (one row; the song's completion marker)
+# ``albumforge covers``: one row per song (its completion marker), in the songs parts (albumforge.parts)
 SONGS = pa.schema(
     [
         pa.field("song_id", pa.string(), nullable=False),  # hash of the file's bytes
@@ -199,11 +194,8 @@ class ManifestError(ValueError):
     """A manifest file that is missing, unreadable or does not match its schema."""
 
 
-def manifest_dir(out, kind: str) -> Path | str:
-    """A local folder (Path), or for object storage the folder's URL (str)."""
-    if isinstance(out, Store) or is_url(out):
-        store = as_store(out)
-        return store.local_path(f"manifests/{kind}") if store.local else store.uri(f"manifests/{kind}")
+def manifest_dir(out: Path, kind: str) -> Path:
+    """The local folder of a kind (tests and tools that look at a local OUT's files)."""
     return Path(out) / "manifests" / kind
 
 
@@ -226,65 +218,44 @@ def null_row(kind: str) -> dict:
 
 
 def write_rows(path: Path, rows: list[dict], schema: pa.Schema) -> None:
-    """Write rows as one Parquet file, whole or not at all (temp file, then rename)."""
+    """Write rows as one local Parquet file, whole or not at all (temp file, then rename)."""
     check_rows(rows, schema, str(path))
     table = pa.Table.from_pylist(rows, schema=schema)
     with atomic_path(Path(path)) as tmp:
         pq.write_table(table, tmp)
 
 
-def write_manifest(out, kind: str, name: str, rows: list[dict]) -> Path | str:
-    """``out``: a path, a URL or a Store (``albumforge.storage``); returns the file's path or URL."""
-    store = as_store(out)
-    if store.local:
-        path = Path(manifest_dir(out, kind)) / f"{name}.parquet"
-        write_rows(path, rows, SCHEMAS[kind])
-        return path
-    rel = f"manifests/{kind}/{name}.parquet"
-    check_rows(rows, SCHEMAS[kind], store.uri(rel))
-    table = pa.Table.from_pylist(rows, schema=SCHEMAS[kind])
-    with store.writing(rel) as tmp:  # uploaded whole
-        pq.write_table(table, tmp)
-    return store.uri(rel)
-
-
-def read_file(path: Path, kind: str) -> pa.Table:
-    """Read one manifest file and check it against its schema (error names the file)."""
+def conform(table: pa.Table, kind: str, where: str, columns: list[str] | None = None) -> pa.Table:
+    """A table read from a file, checked against its schema (``columns`` of it, when given):
+    a column added after the file was written is null; a required one missing, or a type
+    that does not cast, is a ``ManifestError`` naming ``where``."""
     schema = SCHEMAS[kind]
-    try:
-        if is_url(path):  # object storage: through fsspec, as every other read of OUT
-            import fsspec
-
-            with fsspec.open(str(path), "rb") as f:
-                table = pq.read_table(f)
-        else:
-            table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises several types for a corrupt file
-        raise ManifestError(f"{path}: not a readable Parquet file ({e})") from e
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
     missing = [f for f in schema if f.name not in table.schema.names]
     required = [f.name for f in missing if not f.nullable]
     if required:
-        raise ManifestError(f"{path}: {kind} manifest lacks columns {required}")
+        raise ManifestError(f"{where}: {kind} manifest lacks columns {required}")
     for f in missing:  # a column added after this file was written: null for its rows
         table = table.append_column(f, pa.nulls(table.num_rows, f.type))
     try:
         return table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
-        raise ManifestError(f"{path}: {kind} manifest does not match its schema ({e})") from e
+        raise ManifestError(f"{where}: {kind} manifest does not match its schema ({e})") from e
 
 
-def manifest_files(out, kind: str) -> list[Path] | list[str]:
-    d = manifest_dir(out, kind)
-    if isinstance(d, str):  # object storage: the files' URLs
-        store = as_store(out)
-        return [store.uri(f"manifests/{kind}/{n}") for n in store.listdir(f"manifests/{kind}")
-                if n.endswith(".parquet") and not n.startswith(".")]
-    return sorted(p for p in d.glob("*.parquet") if not p.name.startswith(".")) if d.exists() else []
+def read_file(path: Path, kind: str) -> pa.Table:
+    """Read one local manifest file and check it against its schema (error names the file)."""
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise ManifestError(f"{path}: not a readable Parquet file ({e})") from e
+    return conform(table, kind, str(path))
 
 
-def read_manifest(out: Path, kind: str) -> pa.Table:
-    """All rows of one manifest kind (empty table with the schema when there are none)."""
-    tables = [read_file(p, kind) for p in manifest_files(out, kind)]
-    if not tables:
-        return SCHEMAS[kind].empty_table()
-    return pa.concat_tables(tables)
+def read_manifest(out, kind: str, columns: list[str] | None = None) -> pa.Table:
+    """What a reader sees of one kind (``albumforge.parts.read_latest``): the latest row per
+    key; tracks are those of each album's latest row (and of albums still being made)."""
+    from albumforge.parts import read_latest
+
+    return read_latest(out, kind, columns)

@@ -1,4 +1,4 @@
-"""Entry points of ``albumforge site|load|stats``: each takes an argv list, returns an exit code.
+"""Entry points of ``albumforge site|load|stats|compact``: each takes an argv list, returns an exit code.
 
 Also runnable alone: ``python -m catalog.commands site OUT [--site-dir DIR] [--base-url URL]``.
 Exit codes: 0 done, 1 bad input (a bad manifest, a missing folder), 2 usage error.
@@ -30,7 +30,8 @@ def site_main(argv: list[str] | None = None) -> int:
         r = build_site_report(args.out, args.site_dir, args.base_url)
     except (ManifestError, FileNotFoundError, ValueError) as e:
         return _fail(str(e))
-    print(f"site: {r.site_dir}/index.html ({r.written} files written, {r.unchanged} unchanged, {r.removed} removed)")
+    print(f"site: {r.site_dir}/index.html ({r.written} files written, {r.unchanged} unchanged, {r.removed} removed; "
+          f"{r.rendered} album pages rendered)")
     return 0
 
 
@@ -44,9 +45,8 @@ def load_main(argv: list[str] | None = None) -> int:
 
     from catalog.db.load import default_url, load, safe_url
 
-    url = args.db or ""
     try:
-        url = url or default_url(args.out)
+        url = args.db or default_url(args.out)
         counts = load(args.out, url)
     except (ManifestError, FileNotFoundError, ValueError) as e:
         return _fail(str(e))
@@ -60,11 +60,10 @@ def stats_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="albumforge stats", description="Summarise OUT's manifests.")
     p.add_argument("out", help="output folder of a generate run (a path, or a URL such as s3://bucket/prefix)")
     args = p.parse_args(argv)
+    from albumforge.parts import has_catalogue
     from catalog.stats import compute_stats, format_stats
 
-    from albumforge.storage import as_store
-
-    if not as_store(args.out).is_dir("manifests"):
+    if not has_catalogue(args.out):
         return _fail(f"{args.out} has no manifests/ folder: not an Albumforge output folder")
     try:
         print(format_stats(compute_stats(args.out)))
@@ -73,7 +72,30 @@ def stats_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-COMMANDS = {"site": site_main, "load": load_main, "stats": stats_main}
+def compact_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="albumforge compact",
+        description="Merge OUT's catalogue parts (and per-album files of older releases) into one part per kind. "
+                    "Lossless; takes OUT's hold, so it never runs beside a generate job.")
+    p.add_argument("out", help="output folder (or object-store URL) of a generate run")
+    args = p.parse_args(argv)
+    from albumforge.parts import compact_all, has_catalogue, manifest_files
+
+    if not has_catalogue(args.out):
+        return _fail(f"{args.out} has no manifests/ folder: not an Albumforge output folder")
+    from ray_jobs.outlock import OutHeld, OutLock
+
+    try:
+        with OutLock(args.out, "compact"):
+            before = compact_all(args.out)
+    except (OutHeld, ManifestError, OSError) as e:
+        return _fail(str(e))
+    after = {k: len(manifest_files(args.out, k)) for k in before}
+    print("compacted: " + ", ".join(f"{k} {before[k]} -> {after[k]} files" for k in before))
+    return 0
+
+
+COMMANDS = {"site": site_main, "load": load_main, "stats": stats_main, "compact": compact_main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,10 @@
-"""Read the manifests of one OUT folder into plain rows for the site (pyarrow only).
+"""Read the catalogue of one OUT (a folder or an object-store URL) into rows for the site.
+
+One read per catalogue part (``albumforge.parts``). Album rows become dicts (the index
+needs them all); tracks stay in one Arrow table and become dicts only for the albums
+whose pages are rendered (``Catalog.tracks_for``), so an incremental build of a large
+catalogue touches only what changed. ``hashes`` holds a content hash per album (its row
+and its tracks): what the site and the SQL loader compare to skip unchanged albums.
 
 Every value here came from the director or the pipeline and is untrusted: JSON columns
 that do not parse, or parse to the wrong shape, become empty; nothing is evaluated.
@@ -9,28 +15,64 @@ from __future__ import annotations
 import json
 import unicodedata
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import cached_property
 
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from albumforge import parts
 from albumforge.manifest import STATUS_OK, read_manifest
-from albumforge.storage import as_store, is_url
-from catalog.slugs import resolve_inside
+from albumforge.storage import Store, as_store
 
 
 @dataclass
 class Catalog:
-    albums: list[dict]  # every album row, ok and failed, sorted for display
-    tracks: dict[str, list[dict]]  # album_id -> its track rows by track_no
+    albums: list[dict]  # every album row, ok and failed, sorted for display (+ ``inputs``: parsed inputs_json)
+    tracks_table: pa.Table  # the tracks of those rows, by album and track number
     runs: list[dict]  # sorted by start time
+    store: Store | None = None  # OUT, for the plans' lyrics of older manifests
     has_track_art: bool = False  # the tracks manifest has an ``art_path`` column
     orphan_tracks: list[str] = field(default_factory=list)  # album ids with tracks but no album row
+    hashes: dict[str, str] = field(default_factory=dict)  # album_id -> content hash of its rows
 
-    @property
+    @cached_property
     def ok_albums(self) -> list[dict]:
         return [a for a in self.albums if a["status"] == STATUS_OK]
 
-    @property
+    @cached_property
     def failed_albums(self) -> list[dict]:
         return [a for a in self.albums if a["status"] != STATUS_OK]
+
+    def tracks_for(self, albums: list[dict]) -> dict[str, list[dict]]:
+        """album_id -> its track rows by track number, for many albums at once."""
+        if not albums:
+            return {}
+        table = self.tracks_table
+        if len(albums) < len(self.albums):
+            table = table.filter(pc.is_in(table["album_id"], pa.array([a["album_id"] for a in albums], pa.string())))
+        out: dict[str, list[dict]] = {}
+        for t in table.to_pylist():
+            out.setdefault(t["album_id"], []).append(t)
+        for album in albums:
+            self._lyrics(album, out.get(album["album_id"], []))
+        return out
+
+    def _lyrics(self, album: dict, rows: list[dict]) -> None:
+        if any(not isinstance(t.get("lyrics"), str) or not t["lyrics"] for t in rows):
+            lyrics = _plan_lyrics(self.store, album.get("plan_path")) if album["status"] == STATUS_OK else []
+            for t in rows:
+                i = t["track_no"] - 1
+                if not isinstance(t.get("lyrics"), str) or not t["lyrics"]:
+                    t["lyrics"] = lyrics[i] if 0 <= i < len(lyrics) else None
+
+    def failed_tracks(self) -> dict[str, list[dict]]:
+        """album_id -> its tracks that are not ok (of every album)."""
+        bad = self.tracks_table.filter(pc.not_equal(self.tracks_table["status"], STATUS_OK))
+        out: dict[str, list[dict]] = {}
+        for t in bad.to_pylist():
+            out.setdefault(t["album_id"], []).append(t)
+        return out
 
 
 def json_object(text: object) -> dict:
@@ -44,18 +86,14 @@ def json_object(text: object) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _plan_lyrics(out, plan_path: object) -> list[str | None]:
+def _plan_lyrics(store: Store | None, plan_path: object) -> list[str | None]:
     """Per-track lyrics from the plan file, when it exists inside OUT and holds them."""
-    if is_url(out):  # object storage: no symlinks to escape through; the Store refuses '..'
-        try:
-            text = as_store(out).read_bytes(str(plan_path)).decode("utf-8", errors="replace")
-        except (OSError, ValueError):
-            return []
-    else:
-        path = resolve_inside(out, plan_path)
-        if path is None or not path.is_file():
-            return []
-        text = path.read_text(encoding="utf-8", errors="replace")
+    if store is None or not isinstance(plan_path, str) or not plan_path:
+        return []
+    try:
+        text = store.read_bytes(plan_path).decode("utf-8", errors="replace")
+    except (OSError, ValueError):  # missing, or not a path inside OUT
+        return []
     data = json_object(text)
     plan = data.get("plan") if isinstance(data.get("plan"), dict) else data
     tracks = plan.get("tracks")
@@ -69,34 +107,48 @@ def _sort_key(album: dict) -> tuple:
     return ("".join(c for c in name if not unicodedata.combining(c)).casefold(), str(album["album_id"]))
 
 
-def read_catalog(out) -> Catalog:
-    out = out if is_url(out) else Path(out)
-    albums = read_manifest(out, "albums").to_pylist()
-    tracks_table = read_manifest(out, "tracks")
-    runs = read_manifest(out, "runs").to_pylist()
+def album_hashes(albums: pa.Table, tracks: pa.Table) -> dict[str, str]:
+    """album_id -> a hash of the album's row and its tracks rows (polars' row hashes: the
+    same rows give the same hash with one polars version; another version only reloads)."""
+    if albums.num_rows == 0:
+        return {}
+    a = pl.from_arrow(albums).select(pl.col("album_id"), pl.from_arrow(albums).hash_rows().alias("ha"))
+    if tracks.num_rows:
+        tf = pl.from_arrow(tracks)
+        t = (tf.select(pl.col("album_id"), pl.col("track_no"), tf.hash_rows().alias("h"))
+             .group_by("album_id").agg(pl.col("h").sort_by("track_no").hash().alias("ht")))
+        a = a.join(t, on="album_id", how="left")
+    else:
+        a = a.with_columns(pl.lit(None, pl.UInt64).alias("ht"))
+    h = a.select(pl.col("album_id"), pl.struct("ha", "ht").hash().alias("h"))
+    return {aid: f"{v:016x}" for aid, v in zip(h["album_id"].to_list(), h["h"].to_list())}
 
-    tracks: dict[str, list[dict]] = {}
-    for row in tracks_table.to_pylist():
-        tracks.setdefault(row["album_id"], []).append(row)
-    for rows in tracks.values():
-        rows.sort(key=lambda r: r["track_no"])
 
+def row_hashes(table: pa.Table, key: str) -> dict[str, str]:
+    """key -> a hash of its row (songs)."""
+    if table.num_rows == 0:
+        return {}
+    df = pl.from_arrow(table)
+    return {k: f"{v:016x}" for k, v in zip(df[key].to_list(), df.hash_rows().to_list())}
+
+
+def read_catalog(out: Store | str) -> Catalog:
+    store = as_store(out)
+    cat = parts.read_catalogue(store)
+    albums_table, tracks_table = cat.albums.rows(), cat.tracks.rows()
+    albums = albums_table.to_pylist()
+    runs = read_manifest(store, "runs").to_pylist()
     for album in albums:
         album["inputs"] = json_object(album.get("inputs_json"))
-        album["soundscape"] = json_object(album.get("soundscape_json"))
         album["genres"] = [g for g in (album.get("genres") or []) if isinstance(g, str) and g]
-        lyrics = _plan_lyrics(out, album.get("plan_path")) if album["status"] == STATUS_OK else []
-        for t in tracks.get(album["album_id"], []):
-            i = t["track_no"] - 1
-            if not isinstance(t.get("lyrics"), str) or not t["lyrics"]:  # older manifests: from the plan
-                t["lyrics"] = lyrics[i] if 0 <= i < len(lyrics) else None
     albums.sort(key=_sort_key)
     runs.sort(key=lambda r: (r.get("started_at") is None, r.get("started_at") or 0, r["run_id"]))
-    known = {a["album_id"] for a in albums}
     return Catalog(
         albums=albums,
-        tracks=tracks,
+        tracks_table=tracks_table,
         runs=runs,
+        store=store,
         has_track_art="art_path" in tracks_table.column_names,
-        orphan_tracks=sorted(set(tracks) - known),
+        orphan_tracks=sorted(set(cat.orphans.table["album_id"].to_pylist())),
+        hashes=album_hashes(albums_table, tracks_table),
     )

@@ -8,7 +8,6 @@ OUT (``catalog.slugs.resolve_inside``) and named by slugs.
 from __future__ import annotations
 
 import unicodedata
-from pathlib import Path
 
 from catalog.slugs import album_slug, safe_ext
 from albumforge.manifest import STATUS_OK, read_manifest
@@ -27,9 +26,9 @@ def excerpt(lyrics: str | None) -> str:
     return out if len(out) <= EXCERPT_CHARS else out[: EXCERPT_CHARS - 1] + "…"
 
 
-def song_layout(out: Path, media) -> tuple[list[dict], list[dict]]:
+def song_layout(out, media) -> tuple[list[dict], list[dict]]:
     """(ok songs to show, failed songs) from the songs manifests; ``media`` is the site's
-    ``_media(out, rel, dest, allowed)`` (source inside OUT, site path) or None."""
+    ``_Media``: ``media(rel, dest, allowed)`` -> (source inside OUT, site path) or None."""
     from catalog.site import AUDIO_TYPES, IMAGE_EXTS
 
     rows = read_manifest(out, "songs").to_pylist()
@@ -42,10 +41,10 @@ def song_layout(out: Path, media) -> tuple[list[dict], list[dict]]:
             continue
         slug = album_slug(r.get("title"), r["song_id"])
         files = []
-        cover = media(out, r.get("cover_path"), f"media/songs/{slug}/cover", IMAGE_EXTS)
+        cover = media(r.get("cover_path"), f"media/songs/{slug}/cover", IMAGE_EXTS)
         if cover:
             files.append(cover)
-        audio = media(out, r.get("embedded_path"), f"media/songs/{slug}/song", set(AUDIO_TYPES))
+        audio = media(r.get("embedded_path"), f"media/songs/{slug}/song", set(AUDIO_TYPES))
         if audio:
             files.append(audio)
         shown.append({"song": r, "slug": slug, "cover": cover[1] if cover else None,

@@ -1,26 +1,35 @@
-"""A summary of one OUT folder, computed with polars from the manifests."""
+"""A summary of one OUT folder (a path or an object-store URL), computed with polars from
+the catalogue: one read per part, only the columns the summary needs."""
 
 from __future__ import annotations
 
 import unicodedata
-from pathlib import Path
 
 import polars as pl
 
 from albumforge.manifest import STATUS_OK, read_manifest
-from albumforge.storage import is_url
+from albumforge.storage import Store, as_store
 
 TOP_GENRES = 10
 TOP_ERRORS = 5
 
 
-def _frame(out: Path, kind: str) -> pl.DataFrame:
-    return pl.from_arrow(read_manifest(out, kind))
+COLUMNS = {  # what the summary reads of each kind
+    "albums": ["album_id", "status", "error", "genres", "n_tracks_ok", "duration_s", "plan_s", "music_s", "image_s",
+               "encode_s"],
+    "tracks": ["album_id", "track_no", "status"],
+    "runs": ["run_id", "wall_s", "n_ok", "gpu_busy_s", "gpu_held_s"],
+    "songs": ["song_id", "status", "instrumental", "lyrics_source"],
+}
 
 
-def compute_stats(out: Path) -> dict:
+def _frame(out: Store, kind: str) -> pl.DataFrame:
+    return pl.from_arrow(read_manifest(out, kind, COLUMNS[kind]))
+
+
+def compute_stats(out: Store | str) -> dict:
     """Counts and averages of the albums, tracks and runs under ``out``."""
-    out = out if is_url(out) else Path(out)
+    out = as_store(out)
     albums, tracks, runs = _frame(out, "albums"), _frame(out, "tracks"), _frame(out, "runs")
     ok = albums.filter(pl.col("status") == STATUS_OK)
     failed = albums.filter(pl.col("status") != STATUS_OK)
@@ -80,9 +89,9 @@ def gpu_stats(runs: pl.DataFrame) -> dict:
     }
 
 
-def song_stats(out: Path) -> dict:
+def song_stats(out: Store | str) -> dict:
     """``albumforge covers``: songs with a cover, instrumental ones among them, failed songs."""
-    songs = _frame(out, "songs")
+    songs = _frame(as_store(out), "songs")
     ok = songs.filter(pl.col("status") == STATUS_OK)
     return {
         "songs_ok": ok.height,

@@ -1,4 +1,4 @@
-"""``albumforge``: generate | covers | reroll | models | site | load | stats.
+"""``albumforge``: generate | covers | reroll | models | site | load | stats | compact.
 
 Each sub-command parses its own flags and calls one function; the heavy imports (Ray,
 torch) happen only inside ``generate``.
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from albumforge.manifest import ManifestError  # a corrupt catalogue part: named, exit 2
 from albumforge.rows import STATUS_OK
 
 # flag -> dotted config key (None values are left to the preset / config file)
@@ -150,7 +151,7 @@ def generate_main(argv: list[str]) -> int:
     log_path = console.log_to(cfg.out, run_id)
     try:
         summary = run(args.concepts, cfg, run_id=run_id, verbosity=verbosity)
-    except (ConceptsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld) as e:
+    except (ConceptsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld, ManifestError) as e:
         print(f"albumforge: {e}", file=sys.stderr)
         if isinstance(e, OutError):  # OUT cannot be written: no log goes there either
             log_path = None
@@ -318,7 +319,7 @@ def covers_main(argv: list[str]) -> int:
     log_path = console.log_to(cfg.out, run_id)
     try:
         summary = run(args.songs, cfg, run_id=run_id, verbosity=verbosity)
-    except (SongsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld) as e:
+    except (SongsError, TemplateVarError, jinja2.TemplateError, OutError, OutHeld, ManifestError) as e:
         print(f"albumforge: {e}", file=sys.stderr)
         if isinstance(e, OutError):
             log_path = None
@@ -345,6 +346,7 @@ COMMANDS = {
     "site": "catalog.commands:site_main",
     "load": "catalog.commands:load_main",
     "stats": "catalog.commands:stats_main",
+    "compact": "catalog.commands:compact_main",
 }
 
 

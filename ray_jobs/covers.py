@@ -6,7 +6,7 @@ or through ``ray job submit``). The recipe, in ``run``:
   read songs (ray_jobs.songs: ids by content, tags, bad files named) -> skip finished songs
   -> map_batches(LyricsActor) -> map_batches(CoverPlanner) -> cover job rows
   -> map_batches(SongCoverActor: the ImageActor) -> per song: the embedded copy (--embed)
-  and manifests/songs/<song_id>.parquet
+  and its row in manifests/songs/ (parts: albumforge.parts)
 
 The same machinery as ``ray_jobs.generate``: one run per OUT (``OutLock``), signals
 (``Interrupts``), the stream drained with a stop check (``drain``), stages nobody can hold
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from actors.lyrics import KIND_LYRICS, LYRICS_COLUMNS
 from albumforge import manifest as mf
-from albumforge.storage import as_store
+from albumforge.parts import CatalogWriter, read_latest
 from albumforge.rows import KIND_COVER, KIND_FAILED, RESULT_DEFAULTS, item_seed
 from ray_jobs import console
 from ray_jobs.covers_config import CoversConfig
@@ -156,8 +156,8 @@ def failed_song_row(run_id: str, cfg: CoversConfig, song_id: str, path: str, sou
 class SongWriter:
     """Turns one finished stream row into the song's manifest (and embedded copy)."""
 
-    def __init__(self, out: Path, run_id: str, cfg: CoversConfig, songs: list[Song]):
-        self.out, self.run_id, self.cfg = out, run_id, cfg
+    def __init__(self, out: Path, run_id: str, cfg: CoversConfig, songs: list[Song], catalog: CatalogWriter):
+        self.out, self.run_id, self.cfg, self.catalog = out, run_id, cfg, catalog
         self.songs = {s.song_id: s for s in songs}
         self.pending = set(self.songs)
 
@@ -202,7 +202,7 @@ class SongWriter:
             image_s=_f(row.get("gen_s")) if row["kind"] == KIND_COVER else None,
             embedded_path=embedded,
         )
-        mf.write_manifest(self.out, "songs", sid, [out_row])
+        self.catalog.row("songs", out_row)
         summary.stage_s["lyrics"] += out_row["transcribe_s"] or 0.0
         summary.stage_s["plan"] += out_row["plan_s"] or 0.0
         summary.stage_s["image"] += out_row["image_s"] or 0.0
@@ -217,30 +217,34 @@ class SongWriter:
     def lost(self, sid: str, reason: str, summary: CoversSummary) -> None:
         song = self.songs[sid]
         self.pending.discard(sid)
-        mf.write_manifest(self.out, "songs", sid, [failed_song_row(self.run_id, self.cfg, sid, song.path, song.source,
-                                                                   reason, song.inputs, song)])
+        self.catalog.row("songs", failed_song_row(self.run_id, self.cfg, sid, song.path, song.source,
+                                                  reason, song.inputs, song))
         summary.n_failed += 1
         summary.failed.append((song.source, reason))
 
 
 def finished_songs(out: Path, song_ids: list[str], embed: bool) -> set[str]:
     """Songs whose manifest row is ok and whose cover (and copy, with ``embed``) exist."""
-    done = set()
-    out = as_store(out)
-    for sid in song_ids:
-        rel = f"manifests/songs/{sid}.parquet"
-        if not out.is_file(rel):
+    import pyarrow.compute as pc
+
+    from albumforge.present import MediaCheck
+
+    table = read_latest(out, "songs", ["song_id", "status", "cover_path", "embedded_path"])
+    table = table.filter(pc.is_in(table["song_id"], _strings(song_ids)))
+    exists, done = MediaCheck(out), set()
+    for row in table.to_pylist():
+        if row["status"] != mf.STATUS_OK or not exists(row["cover_path"]):
             continue
-        try:
-            row = mf.read_file(out.uri(rel), "songs").to_pylist()[0]
-        except (mf.ManifestError, IndexError):
+        if embed and not exists(row["embedded_path"]):
             continue
-        if row["status"] != mf.STATUS_OK or not row["cover_path"] or not out.is_file(row["cover_path"]):
-            continue
-        if embed and not (row["embedded_path"] and out.is_file(row["embedded_path"])):
-            continue
-        done.add(sid)
+        done.add(row["song_id"])
     return done
+
+
+def _strings(values: list[str]):
+    import pyarrow as pa
+
+    return pa.array(sorted(set(values)), pa.string())
 
 
 # ---------------------------------------------------------------- the stream
@@ -303,10 +307,17 @@ def run(songs_path: Path, cfg: CoversConfig, run_id: str | None = None,
     run_id = run_id or console.new_run_id()
     summary = CoversSummary(run_id=run_id, out=cfg.out, n_songs=len(songs) + len(rejected), verbosity=verbosity)
     with OutLock(out, run_id, cfg.faults.hold_stale_s):
+        catalog = CatalogWriter(out)  # song rows, written as parts every few songs (albumforge.parts)
         try:
             with Interrupts() as interrupts:
-                _run_held(cfg, songs, rejected, summary, interrupts)
+                _run_held(cfg, songs, rejected, summary, interrupts, catalog)
         finally:
+            try:
+                catalog.close(compact=summary.exit_code is None)
+            except (OSError, mf.ManifestError) as e:
+                summary.status = summary.status or mf.STATUS_FAILED
+                summary.error = (summary.error + "; " if summary.error else "") + f"song rows not written: {e}"
+                log.error("covers run %s: %s", run_id, summary.error)
             summary.wall_s = time.perf_counter() - t0
             if summary.status is None:
                 summary.status = mf.STATUS_OK if summary.n_failed == 0 else mf.STATUS_FAILED
@@ -316,13 +327,12 @@ def run(songs_path: Path, cfg: CoversConfig, run_id: str | None = None,
 
 
 def _run_held(cfg: CoversConfig, songs: list[Song], rejected: list[Rejected], summary: CoversSummary,
-              interrupts: Interrupts) -> None:
+              interrupts: Interrupts, catalog: CatalogWriter) -> None:
     out, run_id = cfg.store, summary.run_id
     sweep_temp_files(out)
     for r in rejected:  # unreadable, empty, not audio, too long: a named failed row each
         log.error("skipping %s", r.error)
-        mf.write_manifest(out, "songs", r.song_id, [failed_song_row(run_id, cfg, r.song_id, r.path, r.source,
-                                                                    r.error, r.inputs)])
+        catalog.row("songs", failed_song_row(run_id, cfg, r.song_id, r.path, r.source, r.error, r.inputs))
         summary.n_failed += 1
         summary.failed.append((r.source, r.error))
     done = finished_songs(out, [s.song_id for s in songs], cfg.embed)
@@ -340,7 +350,7 @@ def _run_held(cfg: CoversConfig, songs: list[Song], rejected: list[Rejected], su
     summary.resources = ray.cluster_resources()
     summary.sizes = sizes = pool_sizes(summary.resources, cfg)
     log.info("actor pools: %s", sizes)
-    writer = SongWriter(out, run_id, cfg, todo)
+    writer = SongWriter(out, run_id, cfg, todo, catalog)
     ds = build_dataset(cfg, [song_row(s, cfg.seed) for s in todo], sizes, run_id)
     placement = PlacementWatch([StageAsk("LyricsActor", sizes["lyrics_gpus"], cfg.lyrics.num_cpus),
                                 StageAsk("SongCoverActor", sizes["image_gpus"], cfg.image.num_cpus)],

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from actors.tags import tag_album
 from albumforge import manifest as mf
+from albumforge.parts import CatalogWriter
 from albumforge.atomic import WriteError
 from albumforge.busy import BusyLog, totals
 from albumforge.rows import KIND_ART, KIND_FAILED, from_batch, reroll_key
@@ -108,21 +109,22 @@ def _versions() -> dict:
 
 
 # ---------------------------------------------------------------- manifest rows
-def write_failed_album(out: Store, run_id: str, cfg: RunConfig, album_id: str, source: str, concept: str,
-                       error: str, inputs: dict | None = None, director: dict | None = None) -> None:
-    """A failed album: an empty tracks manifest, then its album row naming the error."""
+def write_failed_album(catalog: CatalogWriter, run_id: str, cfg: RunConfig, album_id: str, source: str,
+                       concept: str, error: str, inputs: dict | None = None, director: dict | None = None) -> None:
+    """A failed album: its album row naming the error, with no tracks."""
     row = assemble.failed_album_row(album_id=album_id, run_id=run_id, source=source, concept=concept,
                                     inputs=inputs, error=error, cfg=cfg, director=director_columns(director),
                                     now=_now())
-    mf.write_manifest(out, "tracks", album_id, [])
-    mf.write_manifest(out, "albums", album_id, [row])
+    catalog.album(row, [])
 
 
 class AlbumWriter:
     """Collects an album's job rows as they stream in; writes its manifests when complete."""
 
-    def __init__(self, out: Store, run_id: str, cfg: RunConfig, finished: Finished, concepts: list[Concept]):
+    def __init__(self, out: Store, run_id: str, cfg: RunConfig, finished: Finished, concepts: list[Concept],
+                 catalog: CatalogWriter):
         self.out, self.run_id, self.cfg, self.finished = out, run_id, cfg, finished
+        self.catalog = catalog  # buffers the rows; parts are written every few albums (albumforge.parts)
         self.rows: dict[str, list[dict]] = defaultdict(list)
         self.concepts: dict[str, Concept] = {c.album_id: c for c in concepts}
         self.pending: set[str] = set(self.concepts)  # albums not yet written
@@ -160,7 +162,7 @@ class AlbumWriter:
         if failed or record is None:  # no plan: the album fails whole, naming why
             error = failed[0]["error"] if failed else (lost or "plan missing after planning")
             failed_record = load_failed_plan(self.out, aid)
-            write_failed_album(self.out, self.run_id, self.cfg, aid, c.source, c.concept, error, c.inputs,
+            write_failed_album(self.catalog, self.run_id, self.cfg, aid, c.source, c.concept, error, c.inputs,
                                failed_record["director"] if failed_record else None)
             self.errors[aid] = error
             summary.n_failed += 1
@@ -180,8 +182,7 @@ class AlbumWriter:
         to_tag = tracks if new_cover is not None else [t for t in tracks if t["run_id"] == self.run_id]
         for problem in tag_album(self.out, album, to_tag):
             log.warning("album %s: %s", aid, problem)
-        mf.write_manifest(self.out, "tracks", aid, tracks)
-        mf.write_manifest(self.out, "albums", aid, [album])  # last: the album's completion marker
+        self.catalog.album(album, tracks)  # tracks, then the album row (its completion marker), in one flush
         if error:
             self.errors[aid] = error
         for stage, sec in (("plan", album["plan_s"]), *seconds.items()):
@@ -374,12 +375,13 @@ def run(concepts_path: Path, cfg: RunConfig, run_id: str | None = None, verbosit
     run_id = run_id or console.new_run_id(started)
     summary = RunSummary(run_id=run_id, out=cfg.out, n_concepts=len(concepts) + len(rejected), verbosity=verbosity)
     with OutLock(out, run_id, cfg.faults.hold_stale_s):  # one run per OUT: a second is refused, named
+        catalog = CatalogWriter(out)
         try:
             with Interrupts() as interrupts:
-                _run_held(concepts_path, cfg, director, concepts, rejected, summary, interrupts)
+                _run_held(concepts_path, cfg, director, concepts, rejected, summary, interrupts, catalog)
         finally:
             summary.wall_s = time.perf_counter() - t0
-            _write_run_row(cfg, concepts_path, director, started, summary)
+            _write_run_row(cfg, concepts_path, director, started, summary, catalog)
             stopped = _shutdown_ray(wait_s=5.0 if summary.exit_code is not None else None) if summary.own_ray else True
             if stopped:  # no writer of this run is left: what a killed one left half-written goes now
                 sweep_temp_files(out)
@@ -401,14 +403,14 @@ def _shutdown_ray(wait_s: float | None) -> bool:
 
 
 def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list[Concept], rejected: list,
-              summary: RunSummary, interrupts: Interrupts) -> None:
+              summary: RunSummary, interrupts: Interrupts, catalog: CatalogWriter) -> None:
     out, run_id = cfg.store, summary.run_id
     swept = sweep_temp_files(out)  # left by writers a killed run never let finish (we hold OUT now)
     if swept:
         log.info("removed %d temp files left by an interrupted run", swept)
     for r in rejected:
         log.error("skipping %s", r.error)
-        write_failed_album(out, run_id, cfg, r.album_id, r.source, r.raw, r.error)
+        write_failed_album(catalog, run_id, cfg, r.album_id, r.source, r.raw, r.error)
         summary.n_failed += 1
         summary.failed.append((r.source, r.error))
     # 2. skip albums an earlier run finished; note the items of unfinished ones that are done
@@ -417,7 +419,7 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
     summary.n_skipped = len(concepts) - len(todo)
     if summary.n_skipped:
         log.info("%d of %d albums already finished: skipped", summary.n_skipped, len(concepts))
-    writer = AlbumWriter(out, run_id, cfg, finished, todo)
+    writer = AlbumWriter(out, run_id, cfg, finished, todo, catalog)
     # albums whose every item an interrupted run finished need no actor: written now
     for aid in [c.album_id for c in todo if writer.ready(c.album_id)]:
         _write_album(writer, aid, summary)
@@ -485,14 +487,15 @@ def _write_album(writer: "AlbumWriter", aid: str, summary: RunSummary, lost: str
 
 
 def _write_run_row(cfg: RunConfig, concepts_path: Path, director: str, started: datetime,
-                   summary: RunSummary) -> None:
-    """The run's own row, whatever the run's end; a failure to write it is said, not raised."""
+                   summary: RunSummary, catalog: CatalogWriter) -> None:
+    """The run's own row, whatever the run's end, after every album row the run still holds
+    (then the run's parts are merged); a failure to write them is said, not raised."""
     if summary.status is None:
         summary.status = mf.STATUS_OK if summary.n_failed == 0 else mf.STATUS_FAILED
     end = time.time()
     actors = summary.busy.summary(end)
     try:
-        mf.write_manifest(cfg.store, "runs", summary.run_id, [{
+        catalog.row("runs", {
             "run_id": summary.run_id, "started_at": started, "finished_at": _now(), "wall_s": summary.wall_s,
             "concepts_path": str(concepts_path),
             "config_json": cfg.model_dump_json(), "versions_json": json.dumps(_versions()),
@@ -505,8 +508,9 @@ def _write_run_row(cfg: RunConfig, concepts_path: Path, director: str, started: 
             "minutes_per_album": summary.minutes_per_album, "stage_s_json": json.dumps(summary.stage_s),
             "status": summary.status, "error": summary.error,
             "actors_json": json.dumps(actors), **totals(actors, end),
-        }])
-    except OSError as e:
+        })
+        catalog.close(compact=summary.exit_code is None)  # a signalled run ends fast: the next one compacts
+    except (OSError, mf.ManifestError) as e:
         summary.error = (summary.error + "; " if summary.error else "") + \
             f"run row not written: {e.filename or cfg.out}: {e.strerror or e}"
         log.error("run %s: %s", summary.run_id, summary.error)

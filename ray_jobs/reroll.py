@@ -16,7 +16,9 @@ marked items are missing for ``resume.scan_finished``, and ``Finished.rerolls`` 
 their counters to ``explode``. Only images are re-rolled; ``concept_score`` (the plan
 against its concept) is for sorting: a new plan is a new album.
 
-Needs no Ray and no catalog. Do not run it while a generate job writes the same OUT.
+Needs no Ray and no catalog. Do not run it while a generate job writes the same OUT. Each
+step rewrites the albums it touched as one part per kind (``albumforge.parts``): the
+latest rows win.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from actors.jobs import batch_of, rows_of
 from albumforge import manifest as mf
+from albumforge import parts
 from albumforge.rows import KIND_ART, KIND_COVER, from_batch, job_row
 from albumforge.storage import as_store
 from ray_jobs import assemble
@@ -60,25 +63,40 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _read_album(out, aid: str) -> tuple[dict, list[dict]]:
-    store = as_store(out)
-    album = mf.read_file(store.uri(f"manifests/albums/{aid}.parquet"), "albums").to_pylist()[0]
-    tracks_rel = f"manifests/tracks/{aid}.parquet"
-    tracks = mf.read_file(store.uri(tracks_rel), "tracks").to_pylist() if store.exists(tracks_rel) else []
-    return album, tracks
+def _read_albums(out, ids: set[str] | None = None) -> dict[str, tuple[dict, list[dict]]]:
+    """album_id -> (album row, its tracks rows) from the catalogue (one read of its parts)."""
+    import pyarrow.compute as pc
+
+    cat = parts.read_catalogue(out)
+    albums, tracks = cat.albums.rows(), cat.tracks.rows()
+    if ids is not None:
+        keep = _strings(sorted(ids))
+        albums = albums.filter(pc.is_in(albums["album_id"], keep))
+        tracks = tracks.filter(pc.is_in(tracks["album_id"], keep))
+    by_album: dict[str, list[dict]] = {}
+    for t in tracks.to_pylist():
+        by_album.setdefault(t["album_id"], []).append(t)
+    return {a["album_id"]: (a, by_album.get(a["album_id"], [])) for a in albums.to_pylist()}
 
 
-def _write_album(out: Path, album: dict, tracks: list[dict]) -> None:
-    mf.write_manifest(out, "tracks", album["album_id"], tracks)
-    mf.write_manifest(out, "albums", album["album_id"], [album])  # last: the completion marker
+def _strings(values: list[str]):
+    import pyarrow as pa
+
+    return pa.array(values, pa.string())
+
+
+def _write_albums(out, albums: list[tuple[dict, list[dict]]]) -> None:
+    """Rewrite albums: one part per kind (tracks, then the album rows: the completion markers)."""
+    w = parts.CatalogWriter(out, flush_albums=len(albums) + 1, flush_s=float("inf"))
+    for album, tracks in albums:
+        w.album(album, tracks)
+    w.flush()
 
 
 def select(out: Path, below: float, what: str = "images") -> list[Pick]:
     """The images scored under ``below``, lowest first (unscored images are never picked)."""
     picks = []
-    for path in mf.manifest_files(out, "albums"):
-        album, tracks = _read_album(out, PurePosixPath(str(path)).stem)
-        aid = album["album_id"]
+    for aid, (album, tracks) in sorted(_read_albums(out).items()):
         if what in ("images", "covers") and album.get("cover_path") and album.get("cover_score") is not None:
             if album["cover_score"] < below:
                 picks.append(Pick(aid, KIND_COVER, 0, album["cover_prompt"], album["cover_score"]))
@@ -103,8 +121,9 @@ def mark(out: Path, picks: list[Pick], below: float, run_id: str, track_art: boo
     by_album: dict[str, list[Pick]] = {}
     for p in picks:
         by_album.setdefault(p.album_id, []).append(p)
+    found, rewritten = _read_albums(out, set(by_album)), []
     for aid, group in by_album.items():
-        album, tracks = _read_album(out, aid)
+        album, tracks = found[aid]
         by_no = {int(t["track_no"]): t for t in tracks}
         cover_error = None
         for p in group:
@@ -120,7 +139,8 @@ def mark(out: Path, picks: list[Pick], below: float, run_id: str, track_art: boo
                          run_id=run_id, finished_at=_now())
         album["status"], album["error"] = _status(album, tracks, track_art, cover_error)
         album.update(run_id=run_id, finished_at=_now())
-        _write_album(out, album, tracks)
+        rewritten.append((album, tracks))
+    _write_albums(out, rewritten)
 
 
 def regenerate(out: Path, cfg: RunConfig, picks: list[Pick], run_id: str, actor=None) -> None:
@@ -137,8 +157,9 @@ def regenerate(out: Path, cfg: RunConfig, picks: list[Pick], run_id: str, actor=
     for p, r in zip(picks, done):
         r = {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
         by_album.setdefault(p.album_id, []).append((p, r))
+    found, rewritten = _read_albums(out, set(by_album)), []
     for aid, group in by_album.items():
-        album, tracks = _read_album(out, aid)
+        album, tracks = found[aid]
         by_no = {int(t["track_no"]): t for t in tracks}
         cover_error = None
         for p, r in group:
@@ -152,7 +173,8 @@ def regenerate(out: Path, cfg: RunConfig, picks: list[Pick], run_id: str, actor=
                 by_no[p.item_no].update(assemble.art_columns(r), run_id=run_id, finished_at=_now())
         album["status"], album["error"] = _status(album, tracks, cfg.image.track_art, cover_error)
         album.update(run_id=run_id, finished_at=_now())
-        _write_album(out, album, tracks)
+        rewritten.append((album, tracks))
+    _write_albums(out, rewritten)
 
 
 def run_config(out: Path, config: Path | None = None, engine: str = "tiny") -> RunConfig:
@@ -187,7 +209,7 @@ def reroll_main(argv: list[str] | None = None, actor=None) -> int:
     """Exit status 0 when every picked image came back (or nothing was under the threshold)."""
     args = parser().parse_args(argv)
     out = args.out
-    if not as_store(out).is_dir("manifests/albums"):
+    if not parts.manifest_files(out, "albums"):
         print(f"reroll: {out} has no albums manifest (manifests/albums/)")
         return 2
     picks = select(out, args.below, args.what)
@@ -215,7 +237,7 @@ def reroll_main(argv: list[str] | None = None, actor=None) -> int:
         after = f"{p.new_score:8.2f}" if p.new_score is not None else ("  failed" if p.error else "unscored")
         print(f"  {p.album_id} {p.label:>7}  {p.score:8.2f} -> {after}  (re-roll {p.reroll})")
     wall = time.perf_counter() - t0
-    mf.write_manifest(out, "runs", run_id, [{**mf.null_row("runs"),
+    parts.write_row(out, "runs", {**mf.null_row("runs"),
         "run_id": run_id, "started_at": started, "finished_at": _now(), "wall_s": wall,
         "concepts_path": f"reroll --below {args.below:g} --what {args.what}",
         "config_json": cfg.model_dump_json(), "versions_json": json.dumps({}),
@@ -224,5 +246,5 @@ def reroll_main(argv: list[str] | None = None, actor=None) -> int:
         "n_concepts": len({p.album_id for p in picks}), "n_skipped": 0,
         "n_ok": len(picks) - len(failed), "n_failed": len(failed), "n_tracks": 0,
         "stage_s_json": json.dumps({"image": wall}),
-    }])
+    })
     return 1 if failed else 0

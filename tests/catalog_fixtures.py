@@ -23,6 +23,7 @@ import soundfile as sf
 from PIL import Image
 
 from albumforge import manifest as mf
+from albumforge import parts
 from director.schema import AlbumPlan
 
 SR = 32000
@@ -155,17 +156,18 @@ def _plan(spec: AlbumSpec) -> AlbumPlan:
     })
 
 
-def write_album(out: Path, spec: AlbumSpec, run_id: str, index: int = 0) -> dict[int, float]:
-    """Media, plan, tracks manifest and (last, as the pipeline does) album manifest."""
+def write_album(out: Path, spec: AlbumSpec, run_id: str, index: int = 0, legacy: bool = False) -> dict[int, float]:
+    """Media, plan, tracks rows and (last, as the pipeline does) album row: as a catalogue
+    part, or (``legacy``) as the per-album files the release before wrote."""
     aid, media = spec.album_id, f"media/{spec.album_id}"
     finished = T0 + timedelta(minutes=index)
     common = {"album_id": aid, "run_id": run_id}
     if spec.status != "ok":
-        write_manifest(out, "albums", aid, [{
+        _write_album_rows(out, None, [{
             **common, "status": "failed", "error": spec.error, "source": f"concepts.txt:{index + 1}",
             "concept": spec.concept, "inputs_json": json.dumps(spec.inputs), "seed": index, "title": spec.title,
             "artist": spec.artist, "genres": [], "director": "offline", "engine": "tiny", "finished_at": finished,
-        }])
+        }], legacy)
         return {}
     plan = _plan(spec)
     (out / "plans").mkdir(parents=True, exist_ok=True)
@@ -185,8 +187,7 @@ def write_album(out: Path, spec: AlbumSpec, run_id: str, index: int = 0) -> dict
             row.update(path=path, paths=[path, *t.extra_paths], duration_s=durations[no], sample_rate=SR,
                        lufs=-14.0, gen_s=0.4 * no, encode_s=0.05)
         rows.append(row)
-    write_manifest(out, "tracks", aid, rows)
-    write_manifest(out, "albums", aid, [{
+    _write_album_rows(out, rows, [{
         **common, "status": "ok", "error": None, "source": f"concepts.txt:{index + 1}", "concept": spec.concept,
         "inputs_json": json.dumps(spec.inputs, ensure_ascii=False), "seed": index, "title": plan.title,
         "artist": plan.artist, "liner_notes": plan.liner_notes, "genres": list(plan.soundscape.genres),
@@ -197,19 +198,35 @@ def write_album(out: Path, spec: AlbumSpec, run_id: str, index: int = 0) -> dict
         "director_attempts": 1, "tokens_in": 0, "tokens_out": 0, "engine": "tiny", "music_model": "tiny-musicgen",
         "image_model": "tiny-sd", "plan_s": 0.1, "music_s": 1.5, "image_s": 0.3, "encode_s": 0.2,
         "finished_at": finished,
-    }])
+    }], legacy)
     return durations
 
 
-def write_manifest(out: Path, kind: str, name: str, rows: list[dict]) -> None:
+def _write_album_rows(out: Path, tracks: list[dict] | None, albums: list[dict], legacy: bool) -> None:
     """Fixture rows name only the fields a test cares about; the rest are null, said so."""
-    mf.write_manifest(out, kind, name, [{**mf.null_row(kind), **r} for r in rows])
+    (album,) = albums
+    aid = album["album_id"]
+    if legacy:
+        if tracks is not None:
+            write_manifest(out, "tracks", aid, tracks)
+        write_manifest(out, "albums", aid, [album])
+    else:
+        parts.write_album(out, {**mf.null_row("albums"), **album},
+                          [{**mf.null_row("tracks"), **t} for t in tracks or []])
 
 
-def write_run(out: Path, run_id: str, specs: list[AlbumSpec], start: datetime = T0, skipped: int = 0) -> None:
+def write_manifest(out: Path, kind: str, name: str, rows: list[dict]) -> None:
+    """A per-album (per-run) file exactly as the release before this catalogue wrote it:
+    ``manifests/<kind>/<name>.parquet`` (a legacy file for ``albumforge.parts``)."""
+    mf.write_rows(mf.manifest_dir(out, kind) / f"{name}.parquet", [{**mf.null_row(kind), **r} for r in rows],
+                  mf.SCHEMAS[kind])
+
+
+def write_run(out: Path, run_id: str, specs: list[AlbumSpec], start: datetime = T0, skipped: int = 0,
+              legacy: bool = False) -> None:
     n_ok = sum(a.status == "ok" for a in specs)
     wall = 90.0 + 30.0 * len(specs)
-    write_manifest(out, "runs", run_id, [{
+    row = {
         "run_id": run_id, "started_at": start, "finished_at": start + timedelta(seconds=wall), "wall_s": wall,
         "concepts_path": "concepts.txt", "config_json": json.dumps({"music": {"engine": "tiny"}}),
         "versions_json": json.dumps({"albumforge": "0.1.0"}), "resources_json": json.dumps({"CPU": 2}),
@@ -217,17 +234,21 @@ def write_run(out: Path, run_id: str, specs: list[AlbumSpec], start: datetime = 
         "n_concepts": len(specs) + skipped, "n_skipped": skipped, "n_ok": n_ok, "n_failed": len(specs) - n_ok,
         "n_tracks": sum(len(a.ok_tracks) for a in specs), "minutes_per_album": wall / 60 / max(n_ok, 1),
         "stage_s_json": json.dumps({"plan": 1.0, "music": 20.0, "image": 5.0}),
-    }])
+    }
+    if legacy:
+        write_manifest(out, "runs", run_id, [row])
+    else:
+        parts.write_row(out, "runs", {**mf.null_row("runs"), **row})
 
 
-def make_out(out: Path, albums=ALBUMS, run_id: str = "run-0001") -> SampleOut:
+def make_out(out: Path, albums=ALBUMS, run_id: str = "run-0001", legacy: bool = False) -> SampleOut:
     out.mkdir(parents=True, exist_ok=True)
-    durations = {a.album_id: write_album(out, a, run_id, i) for i, a in enumerate(albums)}
-    write_run(out, run_id, list(albums))
+    durations = {a.album_id: write_album(out, a, run_id, i, legacy) for i, a in enumerate(albums)}
+    write_run(out, run_id, list(albums), legacy=legacy)
     return SampleOut(out, list(albums), durations, [run_id])
 
 
-def resume(sample: SampleOut, run_id: str = "run-0002") -> SampleOut:
+def resume(sample: SampleOut, run_id: str = "run-0002", legacy: bool = False) -> SampleOut:
     """A second run over the same folder that retries what failed: failed albums get made
     (two tracks each) and failed tracks get redone; finished albums are left alone."""
     redone, albums = [], []
@@ -244,8 +265,9 @@ def resume(sample: SampleOut, run_id: str = "run-0002") -> SampleOut:
         albums.append(a)
     durations = dict(sample.durations)
     for i, a in enumerate(redone):
-        durations[a.album_id] = write_album(sample.out, a, run_id, 10 + i)
-    write_run(sample.out, run_id, redone, start=T0 + timedelta(hours=1), skipped=len(sample.albums) - len(redone))
+        durations[a.album_id] = write_album(sample.out, a, run_id, 10 + i, legacy)
+    write_run(sample.out, run_id, redone, start=T0 + timedelta(hours=1), skipped=len(sample.albums) - len(redone),
+              legacy=legacy)
     return SampleOut(sample.out, albums, durations, sample.runs + [run_id])
 
 

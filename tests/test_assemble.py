@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from albumforge import manifest as mf
+from albumforge import parts
 from albumforge.rows import (
     KIND_ART,
     KIND_COVER,
@@ -104,12 +105,16 @@ def test_album_row_and_failed_album_row_are_whole_rows():
 
 def test_manifest_writes_reject_misspelt_and_missing_keys(tmp_path):
     row = {**mf.null_row("runs"), "run_id": "r1"}
-    mf.write_manifest(tmp_path, "runs", "r1", [row])
+    parts.write_row(tmp_path, "runs", row)
     with pytest.raises(mf.ManifestError, match=r"unknown keys \['n_okk'\]"):
-        mf.write_manifest(tmp_path, "runs", "r2", [{**row, "n_okk": 1}])
+        parts.write_row(tmp_path, "runs", {**row, "n_okk": 1})
     with pytest.raises(mf.ManifestError, match=r"missing keys \['wall_s'\]"):
-        mf.write_manifest(tmp_path, "runs", "r2", [{k: v for k, v in row.items() if k != "wall_s"}])
-    assert not (tmp_path / "manifests" / "runs" / "r2.parquet").exists()
+        parts.write_row(tmp_path, "runs", {k: v for k, v in row.items() if k != "wall_s"})
+    with pytest.raises(mf.ManifestError, match=r"missing keys \['duration_s'"):
+        parts.write_album(tmp_path, {**mf.null_row("albums"), "album_id": "a1"},
+                          [{**{k: v for k, v in mf.null_row("tracks").items() if k != "duration_s"}, "album_id": "a1"}])
+    assert mf.read_manifest(tmp_path, "runs")["run_id"].to_pylist() == ["r1"]
+    assert len(parts.manifest_files(tmp_path, "runs")) == 1 and not parts.manifest_files(tmp_path, "albums")
 
 
 def test_cover_item_reads_back_what_cover_columns_wrote():

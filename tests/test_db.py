@@ -12,6 +12,7 @@ import uuid
 from dataclasses import replace
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -30,6 +31,7 @@ from sqlalchemy.engine import make_url
 
 from albumforge import manifest
 from albumforge.manifest import ManifestError
+from albumforge.parts import CatalogWriter, PartId
 from catalog.commands import load_main
 from catalog.db import load as loader
 from catalog.db import migrate
@@ -215,8 +217,10 @@ def test_tracks_gone_from_a_reloaded_album_are_deleted(sample, db_url):
 
 def test_tracks_of_an_unfinished_album_wait_for_its_album_row(sample, db_url):
     unfinished = AlbumSpec("a1b2c3d4e5f60009", "Half Done", "Nobody", "in progress", tracks=(TrackSpec("One", 1.0),))
-    write_album(sample.out, unfinished, "run-0001", 9)
-    manifest.manifest_dir(sample.out, "albums").joinpath(f"{unfinished.album_id}.parquet").unlink()
+    writer = CatalogWriter(sample.out)  # its tracks are written, its album row is not yet
+    writer.tracks_only(unfinished.album_id, [{**manifest.null_row("tracks"), "album_id": unfinished.album_id,
+                                              "run_id": "run-0001", "track_no": 1, "status": "ok"}])
+    writer.flush()
     result = load(sample.out, db_url)
     assert result["tracks_skipped"] == 1 and counts(db_url) == expected(sample)
 
@@ -230,20 +234,23 @@ def test_a_bad_manifest_names_the_file_and_loads_nothing(sample, db_url, breakag
                                       tracks=(TrackSpec("A", 1.0),)), "run-0001", 10)
     tracks_dir = manifest.manifest_dir(sample.out, "tracks")
     bad = tracks_dir / "zz-broken.parquet"
-    good_rows = manifest.read_file(tracks_dir / f"{ALBUMS[0].album_id}.parquet", "tracks").to_pylist()
+    good = manifest.read_manifest(sample.out, "tracks")
+    good = good.filter(pc.equal(good["album_id"], ALBUMS[0].album_id))
+    good_rows = good.to_pylist()
     if breakage == "garbage":
         bad.write_bytes(b"PAR1 this is not parquet")
     elif breakage == "wrong_type":
         pq.write_table(pa.table({**{c: pa.array([r[c] for r in good_rows]) for c in manifest.TRACKS.names},
                                  "track_no": pa.array(["one", "two", "three"])}), bad)
     elif breakage == "missing_column":
-        pq.write_table(manifest.read_file(tracks_dir / f"{ALBUMS[0].album_id}.parquet", "tracks").drop(["status"]), bad)
-    elif breakage == "duplicate":
-        manifest.write_rows(bad, good_rows[:1], manifest.TRACKS)
+        pq.write_table(good.drop(["status"]), bad)
+    elif breakage == "duplicate":  # one track twice in one part
+        bad = tracks_dir / PartId(99, 1).name
+        manifest.write_rows(bad, good_rows[:1] * 2, manifest.TRACKS)
     elif breakage == "bad_status":
         bad = manifest.manifest_dir(sample.out, "albums") / "zz-broken.parquet"
-        row = manifest.read_file(manifest.manifest_dir(sample.out, "albums") / f"{ALBUMS[0].album_id}.parquet",
-                                 "albums").to_pylist()[0]
+        row = [a for a in manifest.read_manifest(sample.out, "albums").to_pylist()
+               if a["album_id"] == ALBUMS[0].album_id][0]
         manifest.write_rows(bad, [{**row, "album_id": "zz", "status": "maybe"}], manifest.ALBUMS)
     with pytest.raises(ManifestError) as err:
         load(sample.out, db_url)

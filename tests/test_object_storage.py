@@ -65,13 +65,14 @@ def test_generate_resume_site_load_stats_on_s3(s3_out, tiny_cache, tmp_path, cap
     objects = _objects(store)
     for a in albums:  # media, plans, item records and manifests are objects in the bucket
         assert a["cover_path"] in objects and a["plan_path"] in objects
-        assert f"manifests/albums/{a['album_id']}.parquet" in objects
         assert any(k.startswith(f"items/{a['album_id']}/") for k in objects)
     for t in tracks:
         assert all(p in objects for p in t["paths"])
-    runs = [k for k in objects if k.startswith("manifests/runs/")]
+    for kind in ("albums", "tracks", "runs"):  # catalogue parts (albumforge.parts), merged at the run's end
+        assert len([k for k in objects if k.startswith(f"manifests/{kind}/")]) == 1, kind
+    runs = mf.read_manifest(s3_out, "runs").to_pylist()
     assert len(runs) == 1
-    run_id = PurePosixPath(runs[0]).stem
+    run_id = runs[0]["run_id"]
     assert f".albumforge/logs/{run_id}.log" in objects  # the local log, uploaded at the end
     assert HOLD_REL not in objects  # let go
     assert not [k for k in objects if ".tmp-" in k]

@@ -1,15 +1,19 @@
-"""Load an OUT folder's manifests into the SQL catalogue: an idempotent upsert.
+"""Load an OUT's catalogue into the SQL database: an idempotent, incremental upsert.
 
-1. Read and check every manifest file first (a bad one raises ManifestError naming it,
-   before the database is touched).
+1. Read and check the whole catalogue first (``albumforge.parts``: one read per part; a
+   bad part or row raises ManifestError naming the file and row, before the database is
+   touched).
 2. Migrate the database to the newest schema (Alembic).
-3. In ONE transaction: upsert runs (key run_id), albums (album_id), tracks
-   (album_id, track_no) with INSERT ... ON CONFLICT DO UPDATE; replace each album's
-   genre rows; delete the tracks of a reloaded album that its manifest no longer has.
+3. In ONE transaction: compare each album's content hash (its row and tracks,
+   ``catalog.read.album_hashes``) with the one stored at its last load; upsert runs, and
+   only the albums (with their genres and tracks) and songs whose hash changed, with
+   INSERT ... ON CONFLICT DO UPDATE; delete the tracks of a reloaded album that its rows
+   no longer have.
 
-Loading the same folder twice, or a resumed run's folder, leaves exactly one row per
-run, album and track. Tracks of an album with no album manifest yet (still being made:
-the album file is the completion marker) are skipped and counted.
+Loading the same OUT twice, or a resumed run's OUT, leaves exactly one row per run,
+album and track; the second load of an unchanged OUT writes no album at all. Tracks of
+an album with no album row yet (still being made: the album row is the completion
+marker) are skipped and counted. OUT may be a local folder or an object-store URL.
 """
 
 from __future__ import annotations
@@ -18,20 +22,17 @@ import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine, create_engine, delete, event, select, tuple_
 from sqlalchemy.engine import make_url
 
-from albumforge.storage import as_store, is_url
-from albumforge.manifest import (
-    STATUS_FAILED,
-    STATUS_OK,
-    ManifestError,
-    manifest_files,
-    read_file,
-)
+from albumforge import parts
+from albumforge.manifest import STATUS_FAILED, STATUS_OK, ManifestError
+from albumforge.storage import Store, as_store
 from catalog.db import migrate
 from catalog.db.models import Album, AlbumGenre, Run, Song, Track
-from catalog.read import json_object
+from catalog.read import album_hashes, json_object, row_hashes
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,10 @@ CHUNK = 500  # rows per statement
 
 
 def default_url(out) -> str:
-    """SQLite in OUT; an object storage OUT cannot hold a database file: ``--db`` is needed."""
-    if is_url(out):
-        raise ValueError(f"out={str(out)!r} is object storage, which cannot hold a SQLite file: give --db "
-                         "(e.g. --db sqlite:///catalog.sqlite or a postgresql URL)")
-    return f"sqlite:///{(Path(out) / DB_FILE).resolve()}"
+    store = as_store(out)
+    if not store.local:
+        raise ValueError(f"out={store.url!r} is not a local folder: give --db (a database URL)")
+    return f"sqlite:///{(store.root / DB_FILE).resolve()}"
 
 
 def safe_url(url: str) -> str:
@@ -67,77 +67,127 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def load(out: Path, url: str | None = None) -> dict:
-    """Upsert OUT's manifests into the database at ``url`` (default: OUT/catalog.sqlite).
+def load(out: Store | str | Path, url: str | None = None) -> dict:
+    """Upsert OUT's catalogue into the database at ``url`` (default: OUT/catalog.sqlite).
 
-    Returns counts of what this call loaded: runs, albums, tracks, genres,
-    tracks_removed (gone from a reloaded album), tracks_skipped (album not finished).
+    Returns counts of what the catalogue holds and this call made sure of: runs, albums,
+    tracks, genres, tracks_removed (gone from a reloaded album), tracks_skipped (album
+    not finished), songs. ``log`` says how many albums were unchanged (not written).
     """
-    out = out if is_url(out) else Path(out)
-    if not as_store(out).is_dir("manifests"):
-        raise FileNotFoundError(f"out={str(out)!r} has no manifests/ folder: not an Albumforge output folder")
+    store = as_store(out)
+    if not parts.has_catalogue(store):
+        raise FileNotFoundError(f"out={store.url!r} has no manifests/ folder: not an Albumforge output folder")
     # 1. read and check everything before touching the database
-    runs, albums, tracks, skipped = read_batch(out)
-    songs = _rows(out, "songs", ("song_id",))  # `albumforge covers` (none for an albums-only OUT)
-    genres = [
-        {"album_id": a["album_id"], "genre": g, "position": i}
-        for a in albums for i, g in enumerate(_genre_keys(a.get("genres")))
-    ]
-    for a in albums:
-        mood = json_object(a.get("inputs_json")).get("mood")
-        a["mood"] = mood.strip() if isinstance(mood, str) and mood.strip() else None
+    batch = read_batch(store)
+    url = url or default_url(store)
 
     # 2. schema to head
-    engine = make_engine(url or default_url(out))
+    engine = make_engine(url)
     try:
         migrate.upgrade(engine)
         # 3. one transaction for the whole batch: all of it lands, or none of it
         with engine.begin() as conn:
-            _upsert(conn, Run.__table__, runs, ["run_id"])
+            _upsert(conn, Run.__table__, batch.runs.to_pylist(), ["run_id"])
+            stored = dict(conn.execute(select(Album.album_id, Album.row_hash)).all())
+            changed = [aid for aid, h in batch.hashes.items() if stored.get(aid) != h]
+            albums, tracks = batch.rows_of(changed)
             _upsert(conn, Album.__table__, albums, ["album_id"])
-            album_ids = [a["album_id"] for a in albums]
-            for ids in _chunks(album_ids):
+            for ids in _chunks(changed):
                 conn.execute(delete(AlbumGenre).where(AlbumGenre.album_id.in_(ids)))
-            _insert(conn, AlbumGenre.__table__, genres)
+            _insert(conn, AlbumGenre.__table__, _genre_rows(albums))
             _upsert(conn, Track.__table__, tracks, ["album_id", "track_no"])
-            removed = _remove_vanished_tracks(conn, album_ids, {(t["album_id"], t["track_no"]) for t in tracks})
+            removed = _remove_vanished_tracks(conn, changed, {(t["album_id"], t["track_no"]) for t in tracks},
+                                              fresh=not stored)
+            stored_songs = dict(conn.execute(select(Song.song_id, Song.row_hash)).all())
+            songs = batch.songs_changed(stored_songs)
             _upsert(conn, Song.__table__, songs, ["song_id"])
     finally:
         engine.dispose()
-    counts = {"runs": len(runs), "albums": len(albums), "tracks": len(tracks), "genres": len(genres),
-              "tracks_removed": removed, "tracks_skipped": skipped, "songs": len(songs)}
-    log.info("loaded %s into %s: %s", out, safe_url(url or default_url(out)), counts)
+    counts = {"runs": batch.runs.num_rows, "albums": batch.albums.num_rows, "tracks": batch.tracks.num_rows,
+              "genres": batch.n_genres(), "tracks_removed": removed, "tracks_skipped": batch.skipped,
+              "songs": batch.songs.num_rows}
+    log.info("loaded %s into %s: %s (%d albums and %d songs unchanged, not written)", store, safe_url(url), counts,
+             len(batch.hashes) - len(changed), batch.songs.num_rows - len(songs))
     return counts
 
 
-def read_batch(out: Path) -> tuple[list[dict], list[dict], list[dict], int]:
-    """(runs, albums, tracks, n tracks skipped), every file checked; ManifestError names a bad one."""
-    runs = _rows(out, "runs", ("run_id",))
-    albums = _rows(out, "albums", ("album_id",))
-    tracks = _rows(out, "tracks", ("album_id", "track_no"))
-    finished = {a["album_id"] for a in albums}
-    kept = [t for t in tracks if t["album_id"] in finished]
-    return runs, albums, kept, len(tracks) - len(kept)
+class Batch:
+    """The checked catalogue: tables, and content hashes to compare with the database."""
+
+    def __init__(self, runs: pa.Table, albums: pa.Table, tracks: pa.Table, songs: pa.Table, skipped: int):
+        self.runs, self.albums, self.tracks, self.songs, self.skipped = runs, albums, tracks, songs, skipped
+        self.hashes = album_hashes(albums, tracks)
+
+    def rows_of(self, album_ids: list[str]) -> tuple[list[dict], list[dict]]:
+        """Album rows (with ``mood`` and ``row_hash``) and track rows of the given albums."""
+        if len(album_ids) == len(self.hashes):
+            albums, tracks = self.albums, self.tracks
+        else:
+            ids = pa.array(album_ids, pa.string())
+            albums = self.albums.filter(pc.is_in(self.albums["album_id"], ids))
+            tracks = self.tracks.filter(pc.is_in(self.tracks["album_id"], ids))
+        rows = albums.to_pylist()
+        for a in rows:
+            mood = json_object(a.get("inputs_json")).get("mood")
+            a["mood"] = mood.strip() if isinstance(mood, str) and mood.strip() else None
+            a["row_hash"] = self.hashes[a["album_id"]]
+        return rows, tracks.to_pylist()
+
+    def songs_changed(self, stored: dict[str, str | None]) -> list[dict]:
+        hashes = row_hashes(self.songs, "song_id")
+        changed = [sid for sid, h in hashes.items() if stored.get(sid) != h]
+        table = self.songs.filter(pc.is_in(self.songs["song_id"], pa.array(changed, pa.string())))
+        rows = table.to_pylist()
+        for r in rows:
+            r["row_hash"] = hashes[r["song_id"]]
+        return rows
+
+    def n_genres(self) -> int:
+        return sum(len(_genre_keys(g)) for g in self.albums["genres"].to_pylist())
 
 
-def _rows(out, kind: str, key: tuple[str, ...]) -> list[dict]:
-    rows, seen = [], {}
-    for path in manifest_files(out, kind):
-        for i, row in enumerate(read_file(path, kind).to_pylist()):
-            where = f"{path}: row {i}"
-            for k in key:
-                if row.get(k) is None or row.get(k) == "":
-                    raise ManifestError(f"{where}: {k} is empty")
-            if kind == "tracks" and row["track_no"] < 1:
-                raise ManifestError(f"{where}: track_no={row['track_no']} (tracks are numbered from 1)")
-            if kind != "runs" and row["status"] not in (STATUS_OK, STATUS_FAILED):
-                raise ManifestError(f"{where}: status={row['status']!r} is neither {STATUS_OK!r} nor {STATUS_FAILED!r}")
-            k = tuple(row[c] for c in key)
-            if k in seen:
-                raise ManifestError(f"{where}: {dict(zip(key, k))} is also in {seen[k]}")
-            seen[k] = path
-            rows.append(row)
-    return rows
+def read_batch(out: Store | str | Path) -> Batch:
+    """The whole catalogue, every row checked; ManifestError names a bad file and row."""
+    store = as_store(out)
+    cat = parts.read_catalogue(store)
+    runs = parts.latest(parts.read_kind(store, "runs"))
+    songs = parts.latest(parts.read_kind(store, "songs"))
+    for view in (runs, cat.albums, cat.tracks, songs):
+        _check(view)
+    return Batch(runs.rows(), cat.albums.rows(), cat.tracks.rows(), songs.rows(), cat.orphans.table.num_rows)
+
+
+def _check(view: parts.View) -> None:
+    """Keys present, track numbers from 1, statuses known: the first bad row, named."""
+    t = view.table
+    if t.num_rows == 0:
+        return
+    for k in parts.KEYS[view.kind]:
+        col = t[k]
+        bad = pc.is_null(col) if col.type != pa.string() else pc.or_(pc.is_null(col), pc.equal(col, ""))
+        _first(view, bad, f"{k} is empty")
+    if view.kind == "tracks":
+        bad = pc.less(t["track_no"], 1)
+        if pc.any(bad).as_py():
+            i = pc.index(bad, True).as_py()
+            raise ManifestError(f"{view.where(i)}: track_no={t['track_no'][i].as_py()} (tracks are numbered from 1)")
+    if view.kind != "runs":
+        bad = pc.invert(pc.is_in(t["status"], pa.array([STATUS_OK, STATUS_FAILED])))
+        if pc.any(bad).as_py():
+            i = pc.index(bad, True).as_py()
+            raise ManifestError(f"{view.where(i)}: status={t['status'][i].as_py()!r} is neither "
+                                f"{STATUS_OK!r} nor {STATUS_FAILED!r}")
+
+
+def _first(view: parts.View, bad, what: str) -> None:
+    bad = pc.fill_null(bad, True)
+    if pc.any(bad).as_py():
+        raise ManifestError(f"{view.where(pc.index(bad, True).as_py())}: {what}")
+
+
+def _genre_rows(albums: list[dict]) -> list[dict]:
+    return [{"album_id": a["album_id"], "genre": g, "position": i}
+            for a in albums for i, g in enumerate(_genre_keys(a.get("genres")))]
 
 
 def _genre_keys(genres: Iterable | None) -> list[str]:
@@ -178,7 +228,12 @@ def _insert(conn: Connection, table, rows: list[dict]) -> None:
         conn.execute(table.insert(), chunk)
 
 
-def _remove_vanished_tracks(conn: Connection, album_ids: list[str], present: set[tuple[str, int]]) -> int:
+def _remove_vanished_tracks(conn: Connection, album_ids: list[str], present: set[tuple[str, int]],
+                            fresh: bool = False) -> int:
+    """Delete tracks of the (re)loaded albums that their rows no longer have (none in a
+    database that held no album before this load: ``fresh``)."""
+    if fresh:
+        return 0
     gone: list[tuple[str, int]] = []
     for ids in _chunks(album_ids):
         keys = conn.execute(select(Track.album_id, Track.track_no).where(Track.album_id.in_(ids)))

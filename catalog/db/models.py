@@ -57,7 +57,7 @@ class Run(Base):
     stage_s_json: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str | None] = mapped_column(String(16))  # ok | failed | interrupted (0004)
     error: Mapped[str | None] = mapped_column(Text)  # why a run failed or stopped
-    actors_json: Mapped[str | None] = mapped_column(Text)  # per-actor GPU figures (0006, albumforge.busy)
+    actors_json: Mapped[str | None] = mapped_column(Text)  # per-actor GPU figures (0007, albumforge.busy)
     gpu_busy_s: Mapped[float | None] = mapped_column(Float)
     gpu_held_s: Mapped[float | None] = mapped_column(Float)
 
@@ -107,6 +107,7 @@ class Album(Base):
     cover_score: Mapped[float | None] = mapped_column(Float, index=True)  # CLIP score: sort, re-roll (0003)
     cover_reroll: Mapped[int | None] = mapped_column(Integer)  # (0003)
     concept_score: Mapped[float | None] = mapped_column(Float, index=True)  # MiniLM concept vs plan (0003)
+    row_hash: Mapped[str | None] = mapped_column(String(32))  # the album's rows as loaded: unchanged ones are skipped (0006)
 
     tracks: Mapped[list[Track]] = relationship(
         back_populates="album", order_by="Track.track_no", cascade="all, delete-orphan", passive_deletes=True)
@@ -219,3 +220,4 @@ class Song(Base):
     embedded_path: Mapped[str | None] = mapped_column(Text)
     engine: Mapped[str | None] = mapped_column(String(32))
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    row_hash: Mapped[str | None] = mapped_column(String(32))  # the song's row as loaded (0006)
