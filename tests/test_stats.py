@@ -66,11 +66,12 @@ def test_model_text_cannot_drive_the_terminal(tmp_path):
 
 def test_stats_show_gpu_busy_share_and_gpu_minutes_per_album(sample):
     from albumforge import manifest as mf
+    from albumforge.parts import write_row
 
     s = compute_stats(sample.out)  # runs from before GPU figures were recorded: none shown
     assert s["gpu_busy_share"] is None and "– busy" in format_stats(s)
-    mf.write_manifest(sample.out, "runs", "gpu-run", [{**mf.null_row("runs"), "run_id": "gpu-run", "n_ok": 2,
-                                                       "wall_s": 50.0, "gpu_busy_s": 90.0, "gpu_held_s": 120.0}])
+    write_row(sample.out, "runs", {**mf.null_row("runs"), "run_id": "gpu-run", "n_ok": 2,
+                                   "wall_s": 50.0, "gpu_busy_s": 90.0, "gpu_held_s": 120.0})
     s = compute_stats(sample.out)
     assert s["gpu_busy_share"] == pytest.approx(0.75)
     assert s["gpu_minutes_per_album"] == pytest.approx(120 / 60 / 2)
