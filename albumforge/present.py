@@ -13,13 +13,7 @@ import stat
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from albumforge.storage import Store, as_store
-
-
-def inside(rel: object) -> bool:
-    """A plain relative path that stays inside OUT (no ``..``, not absolute, no NUL)."""
-    return (isinstance(rel, str) and rel != "" and rel[0] != "/" and "\\" not in rel and "\x00" not in rel
-            and "/../" not in f"/{rel}/")
+from albumforge.storage import Store, as_store, inside
 
 
 class Resolver:

@@ -45,10 +45,10 @@ from urllib.parse import urlsplit
 import jinja2
 
 from albumforge.parts import has_catalogue
-from albumforge.present import MediaCheck, Resolver, inside
+from albumforge.present import MediaCheck, Resolver
 from albumforge.resources import data_dir, user_cache_dir
 from albumforge.rows import STATUS_OK
-from albumforge.storage import Store, as_store, is_url
+from albumforge.storage import Store, as_store, inside, is_url
 from catalog.read import Catalog, json_object, read_catalog
 from catalog.slugs import album_slug, resolve_inside, safe_ext
 
