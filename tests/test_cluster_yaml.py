@@ -37,18 +37,21 @@ def test_cluster_yaml_is_a_valid_launcher_config():
 
 
 def _pip_installs(commands: list[str]) -> list[list[str]]:
-    """The arguments of each `pip install` in the setup (flags and their values removed)."""
+    """The arguments of each `pip install` / `uv pip install` in the setup (flags and their
+    values removed: the lock given with -r is checked by tests/test_lock.py)."""
     found = []
     for command in commands:
         for part in re.split(r"&&|\|\||;", command):
             words = shlex.split(part.strip().strip("()"))
+            if words and words[0].endswith("uv"):
+                words = words[1:]
             if len(words) >= 2 and words[0].endswith("pip") and words[1] == "install":
                 args, skip = [], False
                 for w in words[2:]:
                     if skip:
                         skip = False
                     elif w.startswith("-"):
-                        skip = w in ("--index-url", "-i", "--extra-index-url", "-c", "-r")
+                        skip = w in ("--index-url", "-i", "--extra-index-url", "-c", "-r", "--python")
                     else:
                         args.append(w)
                 found.append(args)
@@ -64,7 +67,8 @@ def test_setup_installs_the_project_and_nothing_copied():
     assert project, f"no pip install of a mounted checkout in {targets}"
     assert all((REPO / mounts[t] / "pyproject.toml").is_file() for t in project)
     others = [t for t in targets if t not in mounts]
-    assert [re.split(r"[<>=!~ ]", t)[0] for t in others] == ["torch"]  # only the CUDA 12.6 torch, first
+    # only the CUDA 12.6 torch, first, and the installer of the lock
+    assert [re.split(r"[<>=!~ ]", t)[0] for t in others] == ["torch", "uv"]
     assert targets.index(others[0]) < targets.index(project[0])
     assert any("cu126" in c for c in config["setup_commands"])
     assert any("python3.11 -m venv" in c for c in config["setup_commands"])

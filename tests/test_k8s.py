@@ -81,6 +81,7 @@ def test_dockerfile_installs_the_project_like_cluster_yaml():
     run = " ".join(line.strip().rstrip("\\") for line in text.split("RUN", 1)[1].splitlines())
     installs = [a for args in _pip_installs([run]) for a in args]
     assert installs[0].startswith("torch") and "cu126" in run
+    assert installs[1].startswith("uv==")  # the installer of the lock (tests/test_lock.py)
     copied_to = text.split("COPY", 1)[1].split()[-1]
-    assert installs[1:] == [copied_to]  # the project itself, nothing else listed
+    assert installs[2:] == [copied_to]  # the project itself, nothing else listed
     assert "-py311-gpu" in text.split("FROM", 1)[1].split()[0]
