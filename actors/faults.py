@@ -18,6 +18,12 @@ counted against what the process was doing, in a journal that outlives it:
   exceptions); an item that has died ``max_deaths`` times fails without running again, its
   error naming the cause; a model load that died ``max_deaths`` times fails every item the
   actor is given.
+- a model load is counted for its whole *stage* too: deaths before an actor is ready are
+  watched by the driver (``ray_jobs.watch.StartupWatch``, from the GCS: a process killed
+  before it wrote anything is counted there), which marks a stage whose actors keep dying
+  while loading as broken (``mark_broken``); an actor of that stage that starts then loads
+  nothing and fails every item with the mark's cause, and a load that raises is that
+  actor's cause at once (``GuardedStage._load``), with no restart.
 
 Every retry therefore either finishes its batch or adds a death to a bounded count, so a
 batch always ends. Items already recorded as finished (``actors.records``) are filled
@@ -43,12 +49,14 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from actors.records import read_record, write_record
 from albumforge.rows import STATUS_FAILED, STATUS_OK
 from albumforge.storage import Store, as_store
 
 log = logging.getLogger("albumforge.faults")
+T = TypeVar("T")
 
 JOURNAL_DIR = ".albumforge/journal"
 INIT = "init"  # the journal key of a model load
@@ -72,14 +80,55 @@ def item_key(row: dict) -> str:
     return f"{row['album_id']}/{row['kind']}/{int(row['item_no'])}/{int(row['seed'])}"
 
 
-def parse_fault(text: str) -> str | None:
-    """"Segmentation fault in soundfile.py:1234 (write)" from a faulthandler report."""
-    m = re.search(r"Fatal Python error: ([^\n]+)", text)
-    if not m:
+def parse_fault(text: str, last: bool = False) -> str | None:
+    """"Segmentation fault in soundfile.py:1234 (write)" from a faulthandler report (the
+    first in ``text``, or the ``last``)."""
+    found = list(re.finditer(r"Fatal Python error: ([^\n]+)", text))
+    if not found:
         return None
+    m = found[-1] if last else found[0]
     frame = re.search(r'File "([^"]+)", line (\d+) in (\S+)', text[m.end():])
     where = f" in {Path(frame[1]).name}:{frame[2]} ({frame[3]})" if frame else ""
     return m[1].strip() + where
+
+
+def fault_folder(store: Store, run_id: str) -> Path:
+    """Where the ``faulthandler`` reports of a run's actors go: beside the journal for a
+    local OUT, else this node's own temp folder (faulthandler writes into an open file)."""
+    if store.local:
+        return store.local_path(f"{JOURNAL_DIR}/{run_id}")
+    return (Path(tempfile.gettempdir()) / "albumforge-faults"
+            / hashlib.sha256(store.url.encode()).hexdigest()[:16] / run_id)
+
+
+def last_fault(out: Store | str | Path, run_id: str, actor: str, actor_id: str) -> str | None:
+    """The cause of the last native crash of one actor (``actor``: its stage name, ``actor_id``:
+    Ray's id), from its fault report when this node can read it; None: no report (a kill)."""
+    try:
+        text = (fault_folder(as_store(out), run_id) / f"{actor}-{actor_id}.fault").read_text(errors="replace")
+    except OSError:
+        return None
+    return parse_fault(text, last=True)
+
+
+def broken_rel(run_id: str, stage: str) -> str:
+    return f"{JOURNAL_DIR}/{run_id}/{stage}.broken"
+
+
+def mark_broken(out: Store | str | Path, run_id: str, stage: str, cause: str) -> None:
+    """Say that a stage's actors cannot load (written by the driver): its next actors fail
+    their items with ``cause`` instead of loading again."""
+    as_store(out).write_text(broken_rel(run_id, stage), cause)
+
+
+def read_broken(out: Store | str | Path, run_id: str | None, stage: str) -> str | None:
+    """The cause a run marked ``stage`` broken with, or None."""
+    if not run_id:
+        return None
+    try:
+        return as_store(out).read_bytes(broken_rel(run_id, stage)).decode("utf-8", "replace") or None
+    except OSError:
+        return None
 
 
 class CrashJournal:
@@ -90,11 +139,7 @@ class CrashJournal:
         self.store = store = as_store(out)
         name = f"{actor}-{_actor_id()}"
         self.rel = f"{JOURNAL_DIR}/{run_id}/{name}.json"
-        if store.local:
-            folder = store.local_path(f"{JOURNAL_DIR}/{run_id}")
-        else:  # faulthandler writes into an open file: this node's own temp folder
-            folder = (Path(tempfile.gettempdir()) / "albumforge-faults"
-                      / hashlib.sha256(store.url.encode()).hexdigest()[:16] / run_id)
+        folder = fault_folder(store, run_id)
         folder.mkdir(parents=True, exist_ok=True)
         self.fault_path = folder / f"{name}.fault"
         try:
@@ -153,6 +198,28 @@ class CrashJournal:
                 f"{self.state['causes'].get(key) or NO_REPORT}")
 
 
+def load_guarded(out: Store | str | Path, run_id: str | None, stage: str, what: str, load: Callable[[], T],
+                 journal: CrashJournal | None = None) -> tuple[T | None, str | None]:
+    """(``load()``, None), or (None, why this actor of ``stage`` cannot load ``what``): the
+    run marked the stage broken (``mark_broken``), the load killed this process
+    ``max_deaths`` times (``journal``), or it raised (named at once: a missing file or a bad
+    config does not get better on a restart, so no restart is asked for)."""
+    try:
+        broken = read_broken(out, run_id, stage)
+        if broken:
+            return None, broken
+        if journal is not None and journal.exhausted(INIT):
+            return None, journal.message(INIT, f"loading {what}")
+        if journal is None:
+            return load(), None
+        with journal.doing([INIT]):
+            return load(), None
+    except Exception as e:  # noqa: BLE001 (every item of this actor fails with it, named)
+        why = f"{stage} could not load {what}: {type(e).__name__}: {e}"[:2000]
+        log.error("%s", why)
+        return None, why
+
+
 def peak_gpu_bytes() -> int | None:
     """Peak GPU memory torch allocated in this process (None: no CUDA, or torch not loaded)."""
     torch = sys.modules.get("torch")  # never imported here: only where a model needs it
@@ -167,8 +234,8 @@ def peak_gpu_bytes() -> int | None:
 class GuardedStage:
     """Base of the GPU actors: the guard around ``_render(batch, idx)``.
 
-    A subclass calls ``_start_guard`` first in ``__init__`` and loads its model inside
-    ``with self._loading():``; its ``__call__`` passes its own rows to ``_process``.
+    A subclass calls ``_start_guard`` first in ``__init__`` and loads its model through
+    ``self._load(what, load)``; its ``__call__`` passes its own rows to ``_process``.
     ``_render`` fills the result columns of the rows ``idx`` (and raises when the whole
     group failed); a row whose result is "ok" gets its item record.
     """
@@ -184,20 +251,12 @@ class GuardedStage:
         self.out, self.run_id = as_store(out), run_id
         self.journal = CrashJournal(self.out, run_id, self.actor_name, max_deaths) if run_id else None
 
-    @contextmanager
-    def _loading(self):
-        """Load the model inside this block; after max_deaths deaths in it, skip it."""
-        j = self.journal
+    def _load(self, what: str, load: Callable[[], T]) -> T | None:
+        """``load()`` once, guarded (``load_guarded``); None when this actor cannot load
+        ``what``: ``self.broken`` says why, and every item it is given fails with that."""
         try:
-            if j is not None and j.exhausted(INIT):
-                self.broken = j.message(INIT, "loading its model")
-                yield False
-                return
-            if j is None:
-                yield True
-                return
-            with j.doing([INIT]):
-                yield True
+            model, self.broken = load_guarded(self.out, self.run_id, self.actor_name, what, load, self.journal)
+            return model
         finally:
             self.ready = time.time()
 

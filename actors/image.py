@@ -65,13 +65,11 @@ class ImageActor(GuardedStage):
         self._start_guard(out, run_id, max_deaths)  # see actors.faults: deaths are counted, not looped
         self.worker = worker_info("ImageActor")
         self.batch_size = image.batch_size
-        with self._loading() as load:
-            self.pipe = load_image(image.engine, image.model_id, Path(tiny_cache),
-                                   single_file_config=image.single_file_config, lora_path=image.lora_path,
-                                   lora_scale=image.lora_scale,
-                                   textual_inversion=[e.model_dump() for e in image.textual_inversion],
-                                   time_scale=time_scale) if load else None
-        if self.pipe is None:  # the model load kept killing the process: every image fails, named
+        self.pipe = self._load(image.model_id, lambda: load_image(
+            image.engine, image.model_id, Path(tiny_cache), single_file_config=image.single_file_config,
+            lora_path=image.lora_path, lora_scale=image.lora_scale,
+            textual_inversion=[e.model_dump() for e in image.textual_inversion], time_scale=time_scale))
+        if self.pipe is None:  # the model cannot load here (self.broken says why): every image fails, named
             return
         self.call_kwargs = dict(num_inference_steps=image.steps, guidance_scale=image.guidance_scale,
                                 width=image.width, height=image.height)

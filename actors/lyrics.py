@@ -111,19 +111,22 @@ class LyricsActor(GuardedStage):
         self.vad_filter, self.vad_min_silence_ms = bool(vad_filter), int(vad_min_silence_ms)
         self.min_words, self.max_s = int(min_words), float(max_minutes) * 60.0
         self.model = self.pipe = None
-        with self._loading() as load:
-            if load:
-                from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-                path, self.model_name = resolve_whisper(engine, model, tiny_cache)
-                self.device = _device()
-                ct = compute_type if compute_type != "auto" else ("float16" if self.device == "cuda" else "int8")
-                self.compute_type = ct
-                self.model = WhisperModel(str(path), device=self.device, compute_type=ct,
-                                          cpu_threads=int(cpu_threads) or min(4, os.cpu_count() or 1))
-                # batched windows of one long song (GPU throughput); 0: Whisper's sequential windows
-                self.pipe = BatchedInferencePipeline(self.model) if segment_batch > 0 else None
-                self.segment_batch = int(segment_batch)
+        def load():
+            from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+            path, self.model_name = resolve_whisper(engine, model, tiny_cache)
+            self.device = _device()
+            ct = compute_type if compute_type != "auto" else ("float16" if self.device == "cuda" else "int8")
+            self.compute_type = ct
+            whisper = WhisperModel(str(path), device=self.device, compute_type=ct,
+                                   cpu_threads=int(cpu_threads) or min(4, os.cpu_count() or 1))
+            # batched windows of one long song (GPU throughput); 0: Whisper's sequential windows
+            self.pipe = BatchedInferencePipeline(whisper) if segment_batch > 0 else None
+            self.segment_batch = int(segment_batch)
+            return whisper
+
+        self.model = self._load(model, load)
         self.english_only = self.model is not None and not self.model.model.is_multilingual
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -84,9 +84,9 @@ class MusicActor(GuardedStage):
         self._start_guard(out, run_id, max_deaths)  # see actors.faults: deaths are counted, not looped
         self.worker = worker_info("MusicActor")
         self.batch_size = music.batch_size  # tracks per generate() call
-        with self._loading() as load:
-            self.m = m = load_music(music.engine, music.model_id, Path(tiny_cache), time_scale) if load else None
-        if m is None:  # the model load kept killing the process: every track fails, named
+        self.m = m = self._load(music.model_id, lambda: load_music(music.engine, music.model_id, Path(tiny_cache),
+                                                                   time_scale))
+        if m is None:  # the model cannot load here (self.broken says why): every track fails, named
             return
         self.formats = list(music.formats)
         self.compression_level = music.compression_level

@@ -260,16 +260,23 @@ class CoverPlanner:
     """
 
     def __init__(self, out: str, plan: "PlanConfig", cache_dir: str | None = None,
-                 lyrics_chars: int = DEFAULT_LYRICS_CHARS, env: dict | None = None):
+                 lyrics_chars: int = DEFAULT_LYRICS_CHARS, env: dict | None = None, run_id: str | None = None):
+        from actors.faults import load_guarded
+
         os.environ.update(env or {})
         self.out = as_store(out)
-        self.director = make_cover_director(plan, lyrics_chars, cache_dir)
+        # guarded like the GPU actors' models: a stage the run marked broken, or a director
+        # that raises, fails every cover plan, named
+        self.director, self.broken = load_guarded(self.out, run_id, "CoverPlanner", f"the {plan.director} director",
+                                                  lambda: make_cover_director(plan, lyrics_chars, cache_dir))
         self.pool = ThreadPoolExecutor(max_workers=max(1, int(plan.concurrency)), thread_name_prefix="cover")
 
     def plan_one(self, row: dict) -> tuple[str, str]:
         song_id = str(row["album_id"])
         if row["status"] != "ok":
             return "", ""
+        if self.broken:
+            return "", scrub(f"cover plan failed: {self.broken}")[:2000]
         lyrics = str(row["lyrics"] or "")
         saved = load_song_plan(self.out, song_id, lyrics)
         if saved is not None:

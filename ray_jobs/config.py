@@ -312,6 +312,14 @@ class FaultConfig(_Section):
         le=20,
         description="an item in flight when its worker process died this many times (segfault, OOM kill, lost node) fails, naming the cause; its batch-mates are retried alone",
     )
+    max_load_deaths: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="a stage whose actors died this many times while loading their model, with none of them ready"
+        " in between (a loader that crashes, a CUDA fault at start, an OOM kill while loading), stops: its actors"
+        " load nothing more and every item left to it fails naming the cause (ray_jobs/watch.py StartupWatch)",
+    )
     placement_timeout_s: float = Field(
         300.0,
         gt=0,

@@ -30,7 +30,7 @@ from actors.lyrics import KIND_LYRICS, LYRICS_COLUMNS
 from albumforge import manifest as mf
 from albumforge.parts import CatalogWriter, read_latest
 from albumforge.rows import KIND_COVER, KIND_FAILED, RESULT_DEFAULTS, item_seed
-from ray_jobs import console
+from ray_jobs import assemble, console
 from ray_jobs.covers_config import CoversConfig
 from ray_jobs.generate import (
     FATAL_WRITE,
@@ -41,7 +41,7 @@ from ray_jobs.generate import (
 )
 from ray_jobs.outlock import OutLock
 from ray_jobs.songs import Rejected, Song, read_songs
-from ray_jobs.watch import Interrupts, PlacementWatch, StageAsk, drain
+from ray_jobs.watch import Interrupts, PlacementWatch, StageAsk, StageLoad, StartupWatch, drain
 
 log = logging.getLogger("albumforge")
 
@@ -275,7 +275,7 @@ def build_dataset(cfg: CoversConfig, rows: list[dict], sizes: dict, run_id: str)
     ds = ds.map_batches(
         CoverPlanner,
         fn_constructor_kwargs=dict(out=out, plan=cfg.plan, cache_dir=cfg.store.uri("cache/director"),
-                                   lyrics_chars=ly.lyrics_chars, env=env),
+                                   lyrics_chars=ly.lyrics_chars, env=env, run_id=run_id),
         batch_size=1,
         compute=ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=conc, max_concurrent_calls_per_actor=conc,
                                   enable_true_multi_threading=True),
@@ -355,6 +355,10 @@ def _run_held(cfg: CoversConfig, songs: list[Song], rejected: list[Rejected], su
     placement = PlacementWatch([StageAsk("LyricsActor", sizes["lyrics_gpus"], cfg.lyrics.num_cpus),
                                 StageAsk("SongCoverActor", sizes["image_gpus"], cfg.image.num_cpus)],
                                cfg.faults.placement_timeout_s)
+    startup = StartupWatch([StageLoad("LyricsActor", cfg.lyrics.model),
+                            StageLoad("CoverPlanner", f"the {cfg.plan.director} director"),
+                            StageLoad("SongCoverActor", assemble.model_name(cfg.image))],
+                           cfg.faults.max_load_deaths, out, run_id)
     bar = tqdm(total=len(todo), desc="songs", unit="song", disable=summary.verbosity == console.QUIET,
                dynamic_ncols=True)
     with bar:
@@ -370,7 +374,7 @@ def _run_held(cfg: CoversConfig, songs: list[Song], rejected: list[Rejected], su
             bar.update(1)
 
         stopped = drain(ds.iter_batches(batch_size=None, batch_format="numpy"), on_row,
-                        lambda: interrupts.reason or summary.fatal or placement())
+                        lambda: interrupts.reason or summary.fatal or placement() or startup())
         if interrupts.signum is not None:
             summary.status, summary.error = mf.STATUS_INTERRUPTED, stopped
             summary.exit_code = interrupts.exit_code
@@ -378,6 +382,8 @@ def _run_held(cfg: CoversConfig, songs: list[Song], rejected: list[Rejected], su
         if stopped:
             summary.status, summary.error = mf.STATUS_FAILED, stopped
             log.error("stopping the run: %s", stopped)
+        elif startup.broken:  # the stream ended with a stage that could not load: its items failed, named
+            summary.status, summary.error = mf.STATUS_FAILED, "; ".join(startup.broken.values())
         lost = f"not finished: {stopped}" if stopped else "row lost: an actor or block failed; re-run to retry"
         for sid in sorted(writer.pending):
             writer.lost(sid, lost, summary)

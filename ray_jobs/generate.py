@@ -49,7 +49,7 @@ from ray_jobs.placement import (
     strategy,
 )
 from ray_jobs.resume import Finished, scan_finished
-from ray_jobs.watch import Interrupts, PlacementWatch, StageAsk, drain
+from ray_jobs.watch import Interrupts, PlacementWatch, StageAsk, StageLoad, StartupWatch, drain
 
 log = logging.getLogger("albumforge")
 
@@ -249,7 +249,7 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     ds = ds.map_batches(
         Planner,
         fn_constructor_kwargs={"out": out, "plan": cfg.plan, "cache_dir": store.uri("cache/director"),
-                               "env": plan_env, "time_scale": cfg.sim.time_scale},
+                               "env": plan_env, "time_scale": cfg.sim.time_scale, "run_id": run_id},
         batch_size=1,
         compute=ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=conc,
                                   max_concurrent_calls_per_actor=conc, enable_true_multi_threading=True),
@@ -439,6 +439,10 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
     placement = PlacementWatch([StageAsk("MusicActor", sizes["music_gpus"], cfg.music.num_cpus),
                                 StageAsk("ImageActor", sizes["image_gpus"], cfg.image.num_cpus)],
                                cfg.faults.placement_timeout_s)
+    startup = StartupWatch([StageLoad("Planner", f"the {director} director"),
+                            StageLoad("MusicActor", assemble.model_name(cfg.music)),
+                            StageLoad("ImageActor", assemble.model_name(cfg.image))],
+                           cfg.faults.max_load_deaths, out, run_id)
     bar = tqdm(total=len(todo), desc="albums", unit="album", disable=summary.verbosity == console.QUIET,
                dynamic_ncols=True)
     with bar:
@@ -452,7 +456,7 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
                 bar.update(1)
 
         stopped = drain(ds.iter_batches(batch_size=None, batch_format="numpy"), on_row,
-                        lambda: interrupts.reason or summary.fatal or placement())
+                        lambda: interrupts.reason or summary.fatal or placement() or startup())
         if interrupts.signum is not None:
             # what is finished is written or recorded (actors.records): a re-run resumes
             summary.status, summary.error = mf.STATUS_INTERRUPTED, stopped
@@ -465,6 +469,8 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
         if stopped:
             summary.status, summary.error = mf.STATUS_FAILED, stopped
             log.error("stopping the run: %s", stopped)
+        elif startup.broken:  # the stream ended with a stage that could not load: its items failed, named
+            summary.status, summary.error = mf.STATUS_FAILED, "; ".join(startup.broken.values())
         for aid in sorted(writer.pending):
             _write_album(writer, aid, summary, lost=lost)
             bar.update(1)

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from actors.faults import load_guarded
 from actors.jobs import rows_of
 from albumforge.rows import (
     KIND_ART,
@@ -56,12 +57,15 @@ class Planner:
     """
 
     def __init__(self, out: str, plan: PlanConfig, cache_dir: str | None = None, env: dict | None = None,
-                 time_scale: float = 1.0):
+                 time_scale: float = 1.0, run_id: str | None = None):
         # OPENAI_* settings travel from the driver as constructor arguments (never in a
         # runtime_env, which Ray shows on its dashboard): a cluster's workers lack them.
         os.environ.update(env or {})
         self.out = as_store(out)  # OUT's URL or path: the actor builds its own filesystem client
-        self.director = make_director(plan, cache_dir, time_scale)  # time_scale: the sim director's
+        # the director, guarded like the GPU actors' models (actors.faults.load_guarded): a
+        # stage the run marked broken, or a director that raises, fails every plan, named
+        self.director, self.broken = load_guarded(self.out, run_id, "Planner", f"the {plan.director} director",
+                                                  lambda: make_director(plan, cache_dir, time_scale))
         self.concurrency = int(plan.concurrency)
         self.scorer = _load_scorer()
         self.scorer_lock = threading.Lock()
@@ -81,6 +85,8 @@ class Planner:
         saved = load_saved_plan(self.out, album_id)
         if saved is not None:
             return {"plan_json": json.dumps(saved), "plan_error": ""}
+        if self.broken:
+            return {"plan_json": "", "plan_error": scrub(f"plan failed: {self.broken}")[:2000]}
         inputs = json.loads(str(row["inputs_json"]))
         t0 = time.perf_counter()
         try:

@@ -5,6 +5,11 @@
   stage that cannot be placed or a full disk ends the run within a second or two.
 - ``PlacementWatch``: a stage that no live node could hold even when idle (its GPU node
   was lost and none replaced it) for ``timeout_s`` is a reason to stop, named.
+- ``StartupWatch``: a stage whose actors keep dying while they load (``faults.max_load_deaths``
+  times with no actor of it ready in between) is marked broken: its next actors load
+  nothing and fail their items naming the cause, so the other stages finish their work and
+  the run ends; actors that keep dying even so (before they can read the mark) are a
+  reason to stop.
 - ``Interrupts``: the first SIGINT/SIGTERM asks the run to stop (finished work is kept);
   a second one exits at once.
 """
@@ -122,6 +127,132 @@ class PlacementWatch:
             return None
         missing = missing or unplaceable(self.asks, self.nodes())
         return f"{'; '.join(missing)}: pending for {now - self.since:.0f} s" if missing else None
+
+
+# ---------------------------------------------------------------- actors that die as they start
+@dataclass(frozen=True)
+class StageLoad:
+    """A stage whose start-up deaths are counted: its actor class and what its actors load."""
+
+    name: str  # the callable class Ray Data runs: "MusicActor" (its workers: MapWorker(MapBatches(MusicActor)))
+    loads: str  # for the message: "facebook/musicgen-small"
+
+
+# deaths that are not a crash: Ray Data releasing an actor, the driver ending
+_INTENDED = {"RAY_KILL", "OUT_OF_SCOPE", "REF_DELETED", "OWNER_DIED"}
+
+
+def _gcs_actors() -> dict[str, dict]:
+    """This job's actors as the GCS has them (state, restarts, node), with no dashboard needed."""
+    import ray
+    from ray._private import state
+
+    return state.actors(job_id=ray.get_runtime_context().job_id)
+
+
+def _crashed(info: dict) -> bool:
+    """A DEAD actor that crashed (not one Ray Data or the driver let go)."""
+    cause = info.get("DeathCause")
+    if cause is None:
+        return False
+    if any(cause.HasField(f) for f in ("creation_task_failure_context", "runtime_env_failed_context", "oom_context")):
+        return True
+    if cause.HasField("actor_died_error_context"):
+        ctx = cause.actor_died_error_context
+        return ctx.DESCRIPTOR.fields_by_name["reason"].enum_type.values_by_number[ctx.reason].name not in _INTENDED
+    return False
+
+
+class StartupWatch:
+    """Counts each stage's start-up deaths (from the GCS: a process killed before it could write
+    anything is counted too) and marks a stage broken when it keeps dying while loading.
+
+    An actor's death is a start-up death when the actor was not ready (``ALIVE``: its
+    constructor, which loads the model, had not returned) at the last look; a stage's count
+    goes back to 0 whenever one of its actors is ready. At ``max_load_deaths`` the stage is
+    marked broken (``actors.faults.mark_broken``, naming the model, the node and the cause
+    from the last fault report): its actors then start without loading and fail every item
+    they are given with that cause, so the run finishes what the other stages can and ends.
+    A broken stage whose actors die ``max_load_deaths`` times more (dying before they can
+    read the mark) is a reason to stop the run. ``broken`` holds each marked stage's cause.
+    """
+
+    def __init__(self, stages: list[StageLoad], max_load_deaths: int, out, run_id: str,
+                 actors: Callable[[], dict[str, dict]] | None = None, every_s: float = 2.0):
+        self.stages = {s.name: s for s in stages}
+        self.limit, self.out, self.run_id, self.every_s = max(1, int(max_load_deaths)), out, run_id, every_s
+        self.actors = actors or _gcs_actors
+        self.seen: dict[str, tuple[int, bool]] = {}  # actor id -> (deaths counted, ready at the last look)
+        self.deaths = dict.fromkeys(self.stages, 0)  # start-up deaths since the stage last had a ready actor
+        self.broken: dict[str, str] = {}  # stage -> the cause it was marked broken with
+        self.after = dict.fromkeys(self.stages, 0)  # start-up deaths since it was marked
+        self.reason: str | None = None
+        self.last, self.failing = 0.0, False
+
+    def _stage(self, class_name: str) -> str | None:
+        for name in self.stages:
+            if f"MapBatches({name})" in class_name:
+                return name
+        return None
+
+    def __call__(self) -> str | None:
+        now = time.monotonic()
+        if self.reason or now - self.last < self.every_s:
+            return self.reason
+        self.last = now
+        try:
+            table = self.actors()
+        except Exception as e:  # noqa: BLE001 (an unreachable GCS is the PlacementWatch's and Ray's to name)
+            if not self.failing:
+                log.warning("cannot read the actor table (%s): start-up deaths are not counted", e)
+            self.failing = True
+            return None
+        self.failing = False
+        died: dict[str, list[tuple[str, dict]]] = {name: [] for name in self.stages}
+        ready: set[str] = set()
+        for actor_id, info in table.items():
+            stage = self._stage(str(info.get("ActorClassName", "")))
+            if stage is None:
+                continue
+            state = info.get("State")
+            deaths = int(info.get("NumRestarts") or 0) + (state == "DEAD" and _crashed(info))
+            counted, was_ready = self.seen.get(actor_id, (0, False))
+            new = deaths - counted - (1 if was_ready and deaths > counted else 0)  # the first: a working death
+            self.seen[actor_id] = (deaths, state == "ALIVE")
+            died[stage] += [(actor_id, info)] * max(0, new)
+            if state == "ALIVE":
+                ready.add(stage)
+        for name, deaths in died.items():
+            self._count(name, deaths, name in ready)
+        return self.reason
+
+    def _count(self, name: str, deaths: list[tuple[str, dict]], ready: bool) -> None:
+        if name in self.broken:
+            self.after[name] += len(deaths)
+            if self.after[name] >= self.limit and self.reason is None:
+                self.reason = (f"{self.broken[name]}; its actors kept dying before they could stop loading "
+                               f"({self.after[name]} more deaths)")
+            return
+        if ready:  # a ready actor: the stage works (deaths before it are history)
+            self.deaths[name] = 0
+            return
+        self.deaths[name] += len(deaths)
+        if deaths and self.deaths[name] >= self.limit:
+            self._mark(name, *deaths[-1])
+
+    def _mark(self, name: str, actor_id: str, info: dict) -> None:
+        from actors.faults import NO_REPORT, last_fault, mark_broken
+
+        node = (info.get("Address") or {}).get("IPAddress") or "an unknown node"
+        cause = last_fault(self.out, self.run_id, name, actor_id) or NO_REPORT
+        why = (f"{name} died {self.deaths[name]} times while loading {self.stages[name].loads} "
+               f"(on node {node}): {cause}")
+        self.broken[name] = why
+        log.error("stopping the %s stage: %s; every item left to it fails, the other stages go on", name, why)
+        try:
+            mark_broken(self.out, self.run_id, name, why)
+        except OSError as e:  # its actors cannot be told: the run ends instead
+            self.reason = f"{why} (the stop could not be written: {e})"
 
 
 # ---------------------------------------------------------------- signals

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from albumforge.parts import read_latest
 from tests.songmaker import (
     LINES,
     SR,
@@ -250,8 +251,9 @@ def test_whisper_needs_in_preflight(tmp_path):
 
 
 # ---------------------------------------------------------------- the whole run
-def _cli(*args, timeout=300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+def _cli(*args, timeout=300, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO),
+           **(env or {})}
     env.pop("OPENAI_API_KEY", None)
     env.pop("OPENAI_BASE_URL", None)
     return subprocess.run([sys.executable, "-m", "ray_jobs.cli", *map(str, args)], capture_output=True, text=True,
@@ -327,6 +329,25 @@ def _no_script_runs(page_path: Path, hostile: str) -> None:
         assert page.evaluate("document.querySelectorAll('[onerror], script:not([src])').length") == 0
         assert hostile in page.inner_text("body")  # shown as text
         browser.close()
+
+
+@pytest.mark.slow
+def test_lyrics_actor_dying_at_every_load_ends_the_covers_run_named(songs, tmp_path, tiny_cache):
+    """Issue 19 for the covers recipe: the Whisper stage's loader segfaults every time."""
+    src = tmp_path / "songs"
+    src.mkdir()
+    (src / songs["instrumental"].name).write_bytes(songs["instrumental"].read_bytes())
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    out = tmp_path / "out"
+    env = {"PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'fault_inject'}",
+           "ALBUMFORGE_TEST_FAULT": f"load-always:actors.lyrics:resolve_whisper:{markers}"}
+    r = _cli("covers", src, "--out", out, "--address", "local", "--tiny-cache", tiny_cache, env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "0 ok (0 instrumental), 1 failed" in r.stdout, r.stdout + r.stderr
+    (row,) = read_latest(out, "songs").to_pylist()
+    assert row["status"] == "failed" and "LyricsActor" in row["error"] and "loading" in row["error"], row["error"]
+    assert 3 <= len(list(markers.iterdir())) <= 6  # bounded: the stage stopped
 
 
 def test_songs_table_has_every_manifest_column_and_migrates(tmp_path):

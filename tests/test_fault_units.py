@@ -1,5 +1,5 @@
 """Fast unit tests of the failure machinery (no Ray): the OUT hold, the crash journal, the
-placement verdict, item records."""
+placement verdict, start-up deaths per stage, item records."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from actors.faults import NO_REPORT, CrashJournal, parse_fault
+from actors.faults import NO_REPORT, CrashJournal, load_guarded, mark_broken, parse_fault, read_broken
 from actors.records import album_records, read_record, write_record
 from ray_jobs.outlock import HOLD, OutHeld, OutLock
-from ray_jobs.watch import PlacementWatch, StageAsk, unplaceable
+from ray_jobs.watch import PlacementWatch, StageAsk, StageLoad, StartupWatch, unplaceable
 
 
 # ---------------------------------------------------------------- one run per OUT
@@ -109,6 +109,86 @@ def test_placement_watch_waits_its_timeout_then_names_the_reason():
     assert reason.startswith("no node can hold a MusicActor: 0.5 GPU") and "pending for" in reason
     nodes[0]["Resources"]["GPU"] = 1.0  # a node joined: the clock resets
     assert watch() is None and watch.since is None
+
+
+# ---------------------------------------------------------------- start-up deaths per stage
+MUSIC = "MapWorker(MapBatches(MusicActor))"
+
+
+class _Table:
+    """A GCS actor table the test writes: actor id -> state and restarts."""
+
+    def __init__(self):
+        self.rows = {}
+
+    def set(self, actor, state, restarts, cls=MUSIC):
+        self.rows[actor] = {"ActorClassName": cls, "State": state, "NumRestarts": restarts,
+                            "Address": {"IPAddress": "10.0.0.7"}}
+
+    def __call__(self):
+        return dict(self.rows)
+
+
+def _watch(tmp_path, table, limit=3):
+    stages = [StageLoad("MusicActor", "facebook/musicgen-small"), StageLoad("ImageActor", "sd15")]
+    return StartupWatch(stages, limit, tmp_path, "run1", actors=table, every_s=0)
+
+
+def test_startup_watch_marks_a_stage_that_never_loads_then_stops_if_it_keeps_dying(tmp_path):
+    table = _Table()
+    watch = _watch(tmp_path, table)
+    table.set("a1", "PENDING_CREATION", 0)
+    table.set("i1", "ALIVE", 0, cls="MapWorker(MapBatches(ImageActor))")
+    assert watch() is None
+    table.set("a1", "RESTARTING", 2)  # two deaths before it ever became ready
+    assert watch() is None and not watch.broken
+    # its fault report (written by faulthandler in the actor) names the cause
+    fault = tmp_path / ".albumforge" / "journal" / "run1" / "MusicActor-a1.fault"
+    fault.parent.mkdir(parents=True)
+    fault.write_text('Fatal Python error: Segmentation fault\n\n  File "/x/loader.py", line 9 in load\n')
+    table.set("a1", "RESTARTING", 3)
+    assert watch() is None  # the stage stops; the run goes on with the others
+    why = watch.broken["MusicActor"]
+    assert why.startswith("MusicActor died 3 times while loading facebook/musicgen-small (on node 10.0.0.7)")
+    assert "Segmentation fault in loader.py:9 (load)" in why
+    assert read_broken(tmp_path, "run1", "MusicActor") == why  # its next actors are told
+    assert "ImageActor" not in watch.broken
+    table.set("a1", "ALIVE", 3)  # a ready actor of a broken stage does not undo the stop
+    assert watch() is None and "MusicActor" in watch.broken
+    table.set("a1", "RESTARTING", 7)  # ... but one that keeps dying (a working death, then 3 at start) ends the run
+    reason = watch()
+    assert reason and reason.startswith(why) and "kept dying" in reason
+
+
+def test_startup_watch_counts_only_deaths_with_no_ready_actor_in_between(tmp_path):
+    table = _Table()
+    watch = _watch(tmp_path, table)
+    table.set("a1", "ALIVE", 0)
+    assert watch() is None
+    table.set("a1", "RESTARTING", 1)  # a working actor died (its items count that): not a start-up death
+    assert watch() is None and watch.deaths["MusicActor"] == 0
+    table.set("a1", "RESTARTING", 3)  # two start-up deaths
+    assert watch() is None and watch.deaths["MusicActor"] == 2
+    table.set("a1", "ALIVE", 3)  # it loaded: the stage works again
+    assert watch() is None and watch.deaths["MusicActor"] == 0
+    table.set("a2", "DEAD", 0)  # Ray Data let an actor go before it was ready: not a crash
+    table.rows["a2"]["DeathCause"] = None
+    assert watch() is None and not watch.broken
+
+
+def test_load_guarded_names_a_raising_load_and_a_broken_stage(tmp_path):
+    def bad():
+        raise FileNotFoundError("no unet/diffusion_pytorch_model.safetensors")
+
+    model, why = load_guarded(tmp_path, "run1", "ImageActor", "sd15", bad)
+    assert model is None and why.startswith("ImageActor could not load sd15: FileNotFoundError: no unet/")
+    assert load_guarded(tmp_path, "run1", "ImageActor", "sd15", lambda: "pipe") == ("pipe", None)
+    mark_broken(tmp_path, "run1", "ImageActor", "ImageActor died 3 times while loading sd15")
+    loaded = []
+    assert load_guarded(tmp_path, "run1", "ImageActor", "sd15", lambda: loaded.append(1)) == \
+        (None, "ImageActor died 3 times while loading sd15")
+    assert loaded == []  # a broken stage loads nothing more
+    assert load_guarded(tmp_path, "run2", "ImageActor", "sd15", lambda: "pipe") == ("pipe", None)  # another run
 
 
 # ---------------------------------------------------------------- item records

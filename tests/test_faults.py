@@ -152,6 +152,78 @@ def test_actor_killed_once_finishes_every_album(tiny_cache, tmp_path):
     assert any(d and max(d.values()) == 1 for d in deaths), deaths
 
 
+# ---------------------------------------------------------------- actors that die as they start (issue 19)
+def _startup_run(tmp_path: Path, n: int, fault: str, tiny_cache: Path, *extra: str):
+    """Run ``n`` concepts with ``fault`` (tests/fault_inject: ``<mode>:<module>:<name>``) in the
+    Ray workers; returns (result, seconds, out, markers folder)."""
+    concepts = _concepts(tmp_path, n)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    out = tmp_path / "out"
+    t0 = time.time()
+    result = subprocess.run(_cmd(concepts, out, tiny_cache, *extra), env=_injected(f"{fault}:{markers}"),
+                            capture_output=True, text=True, timeout=400)
+    return result, time.time() - t0, out, markers
+
+
+def test_music_actor_killed_at_every_start_ends_the_run_named(tiny_cache, tmp_path):
+    # SIGKILLed as the actor starts to construct: before it can write a journal or read a mark
+    result, seconds, out, markers = _startup_run(tmp_path, 2, "start-always:actors.music:MusicActor", tiny_cache)
+    assert result.returncode == 1, result.stderr[-3000:]
+    albums = _albums(out)
+    assert len(albums) == 2 and {a["status"] for a in albums.values()} == {"failed"}
+    for a in albums.values():
+        assert "MusicActor died 3 times while loading" in a["error"], a["error"]
+    run = _runs(out)[-1]
+    assert run["status"] == "failed" and "MusicActor died 3 times while loading" in run["error"]
+    assert "MusicActor died" in result.stderr  # the closing summary names it
+    deaths = len(list(markers.iterdir()))
+    assert 3 <= deaths <= 12, deaths  # bounded: the stage stops, then the run
+    print(f"\nFIGURE MusicActor killed at every start: run ended after {seconds:.1f} s, {deaths} deaths "
+          "(max_load_deaths=3)")
+
+
+def test_image_actor_dying_at_every_load_keeps_the_tracks_and_the_rerun_makes_only_covers(tiny_cache, tmp_path):
+    result, seconds, out, markers = _startup_run(tmp_path, 2, "load-always:actors.image:load_image", tiny_cache)
+    assert result.returncode == 1, result.stderr[-3000:]
+    albums = _albums(out)
+    assert len(albums) == 2 and {a["status"] for a in albums.values()} == {"failed"}
+    for a in albums.values():
+        assert "ImageActor" in a["error"] and "loading" in a["error"], a["error"]
+        assert "Segmentation fault" in a["error"], a["error"]  # the cause, from the fault report
+    tracks = mf.read_manifest(out, "tracks").to_pylist()
+    assert len(tracks) == 4 and {t["status"] for t in tracks} == {"ok"}  # the other stage finished its work
+    assert _runs(out)[-1]["status"] == "failed" and "ImageActor" in _runs(out)[-1]["error"]
+    assert len(list(markers.iterdir())) <= 6  # bounded
+    before = _media_identity(out)
+    assert before and all(rel.endswith(".ogg") for rel in before)
+    rerun = subprocess.run(_cmd(_concepts(tmp_path, 2), out, tiny_cache), env=_env(), capture_output=True,
+                           text=True, timeout=400)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert {a["status"] for a in _albums(out).values()} == {"ok"}
+    after = _media_identity(out)
+    assert [rel for rel, ident in before.items() if after.get(rel) != ident] == []  # no track made again
+    assert sorted(rel for rel in after if rel not in before) == sorted(
+        f"media/{aid}/cover.png" for aid in albums)  # the re-run made only the covers
+    print(f"\nFIGURE ImageActor dying at every load: run ended after {seconds:.1f} s, tracks kept")
+
+
+def test_load_that_raises_is_named_at_once(tiny_cache, tmp_path):
+    result, _, out, markers = _startup_run(tmp_path, 1, "load-raise:actors.image:load_image", tiny_cache)
+    assert result.returncode == 1, result.stderr[-3000:]
+    (album,) = _albums(out).values()
+    assert "ImageActor could not load" in album["error"] and "RuntimeError: injected load failure" in album["error"]
+    assert {t["status"] for t in mf.read_manifest(out, "tracks").to_pylist()} == {"ok"}
+    assert not list(markers.iterdir())  # no process died: no restart was needed to name it
+
+
+def test_stage_that_dies_once_at_start_then_loads_finishes(tiny_cache, tmp_path):
+    result, _, out, markers = _startup_run(tmp_path, 2, "load-once:actors.music:load_music", tiny_cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(markers.iterdir())) == 1  # it did die once, while loading
+    assert {a["status"] for a in _albums(out).values()} == {"ok"} and len(_albums(out)) == 2
+
+
 # ---------------------------------------------------------------- signals, resume, one run per OUT
 @pytest.mark.parametrize("sig, after", [(signal.SIGINT, "record"), (signal.SIGTERM, "album")])
 def test_stopped_run_keeps_finished_work_and_the_rerun_redoes_none(tiny_cache, tmp_path, sig, after):
