@@ -8,17 +8,18 @@ model costs on a V100 (``actors.sim``, a scheduling model, never a model test). 
 downstream knows which engine it got.
 
 Actors never download: an HF id is resolved to its snapshot folder in this node's Hugging
-Face cache (``ray_jobs.models.local_model``, the same code the driver's preflight runs)
+Face cache (``albumforge.models.local_model``, the same code the driver's preflight runs)
 and loaded with ``local_files_only=True``; a model that is not there is a named
 ``ModelMissing`` error that says how to fetch it (``albumforge models fetch``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from actors.musicmodel import MusicModel
 
 
 def device_and_dtype() -> tuple[str, torch.dtype]:
@@ -27,7 +28,7 @@ def device_and_dtype() -> tuple[str, torch.dtype]:
     return "cpu", torch.float32
 
 
-# what each kind of model is, for the resolution in ray_jobs.models: (form, config field)
+# what each kind of model is, for the resolution in albumforge.models: (form, config field)
 _KINDS = {"music": ("transformers", "music.model_id"), "image": ("diffusers", "image.model_id"),
           "clip": ("transformers", "image.clip_model")}
 
@@ -36,7 +37,7 @@ def resolve_source(kind: str, engine: str, model_id: str, tiny_cache: Path) -> s
     """Where ``from_pretrained`` reads from: a local folder (the given one, or the HF id's
     snapshot in this node's cache: never the network), or the tiny model folder."""
     if engine == "real":
-        from ray_jobs.models import local_model
+        from albumforge.models import local_model
 
         if kind not in _KINDS:
             raise ValueError(f"unknown model kind {kind!r} (expected one of {sorted(_KINDS)})")
@@ -67,20 +68,6 @@ def music_class(model_type: str):
         raise ValueError(f"music model_type={model_type!r} is not a MusicGen checkpoint "
                          f"(expected one of {sorted(MUSIC_CLASSES)})")
     return getattr(transformers, MUSIC_CLASSES[model_type])
-
-
-@dataclass
-class MusicModel:
-    model: object  # MusicgenForConditionalGeneration | MusicgenMelodyForConditionalGeneration
-    processor: object  # MusicgenProcessor | MusicgenMelodyProcessor | None (see load_music)
-    tokenizer: object  # the T5 tokenizer of the text prompts
-    device: str
-    sample_rate: int
-    frame_rate: int  # audio frames (decoder steps) per second
-    num_codebooks: int
-    max_positions: int  # decoder positions the model was built for: caps the tokens of one generate() call
-    audio_channels: int = 1  # 2: stereo checkpoints (codebooks interleaved left/right)
-    prefix_positions: int = 0  # decoder positions taken before the audio (melody: chroma frames)
 
 
 def load_music(engine: str, model_id: str, tiny_cache: Path, time_scale: float = 1.0) -> MusicModel:
@@ -164,7 +151,7 @@ def load_image(
         return sim_image(time_scale)
     from diffusers import StableDiffusionPipeline
 
-    from ray_jobs import models
+    from albumforge import models
 
     device, dtype = device_and_dtype()
     how, source = image_source(engine, model_id, tiny_cache)

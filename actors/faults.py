@@ -26,7 +26,7 @@ counted against what the process was doing, in a journal that outlives it:
   actor's cause at once (``GuardedStage._load``), with no restart.
 
 Every retry therefore either finishes its batch or adds a death to a bounded count, so a
-batch always ends. Items already recorded as finished (``actors.records``) are filled
+batch always ends. Items already recorded as finished (``albumforge.records``) are filled
 from their record instead of being made again.
 
 The guard also times the model calls (``with self._on_gpu():``) and notes them on each
@@ -51,7 +51,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from actors.records import read_record, write_record
+from albumforge.records import read_record, write_record
 from albumforge.rows import STATUS_FAILED, STATUS_OK
 from albumforge.storage import Store, as_store
 

@@ -33,7 +33,7 @@ from albumforge.atomic import WriteError
 from albumforge.rows import KIND_ART, KIND_COVER, STATUS_OK, media_dir
 
 if TYPE_CHECKING:  # the section type only
-    from ray_jobs.config import ImageConfig
+    from albumforge.config import ImageConfig
 
 log = logging.getLogger(__name__)
 

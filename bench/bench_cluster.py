@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from albumforge import manifest as mf  # noqa: E402
 from albumforge.busy import card_of, length, union  # noqa: E402
+from albumforge.parts import read_latest
 
 IDEAS = ["neon rain over a floating city", "a lighthouse keeper's last winter", "desert caravan at night",
          "a cozy cafe on a sunday morning", "the fall of a clockwork kingdom", "a forest festival of lanterns",
@@ -60,12 +61,12 @@ def start_cluster(nodes: int, gpus: int, cpus: float):
 def _done_times(out: Path) -> dict[str, list[float]]:
     """When each item of each stage was written: music (tracks), image (covers, art)."""
     times = {"MusicActor": [], "ImageActor": []}
-    for t in mf.read_manifest(out, "tracks").to_pylist():
+    for t in read_latest(out, "tracks").to_pylist():
         if t["status"] == mf.STATUS_OK and t["worker"]:
             times["MusicActor"].append(json.loads(t["worker"])["done"])
         if t["art_worker"]:
             times["ImageActor"].append(json.loads(t["art_worker"])["done"])
-    for a in mf.read_manifest(out, "albums").to_pylist():
+    for a in read_latest(out, "albums").to_pylist():
         if a["cover_worker"]:
             times["ImageActor"].append(json.loads(a["cover_worker"])["done"])
     return {k: sorted(v) for k, v in times.items()}
@@ -111,7 +112,7 @@ def idle_causes(actors: list[dict], start: float, end: float, planned: dict, don
 
 
 def report(out: Path, time_scale: float) -> dict:
-    run = mf.read_manifest(out, "runs").to_pylist()[-1]
+    run = read_latest(out, "runs").to_pylist()[-1]
     cfg = json.loads(run["config_json"])
     actors = json.loads(run["actors_json"])
     start, end = run["started_at"].timestamp(), run["finished_at"].timestamp()

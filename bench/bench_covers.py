@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.jobs import batch_of  # noqa: E402
+from albumforge.covers_config import CoversConfig  # noqa: E402
 from ray_jobs.covers import cover_jobs, run, song_row  # noqa: E402
-from ray_jobs.covers_config import CoversConfig  # noqa: E402
 from ray_jobs.songs import read_songs  # noqa: E402
 from tests.songmaker import LINES, song_audio, write_song  # noqa: E402
 
@@ -44,7 +44,7 @@ def sequential(folder: Path, cfg: CoversConfig, out: Path) -> dict:
     """One song at a time through the same actors, in this process."""
     from actors.lyrics import LyricsActor
     from actors.songcover import SongCoverActor
-    from director.covers import CoverPlanner
+    from ray_jobs.planner import CoverPlanner
 
     t0 = time.perf_counter()
     songs, _ = read_songs(folder, cfg.lyrics.max_minutes)

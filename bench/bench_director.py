@@ -42,7 +42,7 @@ from openai_server import ScriptedOpenAI, good_answer, minimal_answer  # noqa: E
 from director.llm import forget_server_formats  # noqa: E402
 from director.plan import load_failed_plan  # noqa: E402
 from ray_jobs.planner import Planner  # noqa: E402
-from ray_jobs.config import PlanConfig  # noqa: E402
+from albumforge.config import PlanConfig  # noqa: E402
 
 
 def plan_cfg(out: Path, concurrency: int, steps: str) -> dict:

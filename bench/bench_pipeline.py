@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from actors.jobs import batch_of  # noqa: E402
 from ray_jobs.planner import Planner, explode  # noqa: E402
-from ray_jobs.config import RunConfig  # noqa: E402
+from albumforge.config import RunConfig  # noqa: E402
 from ray_jobs.generate import run  # noqa: E402
 
 IDEAS = ["neon rain over a floating city", "a lighthouse keeper's last winter", "desert caravan at night",

@@ -83,7 +83,7 @@ def compact_main(argv: list[str] | None = None) -> int:
 
     if not has_catalogue(args.out):
         return _fail(f"{args.out} has no manifests/ folder: not an Albumforge output folder")
-    from ray_jobs.outlock import OutHeld, OutLock
+    from albumforge.outlock import OutHeld, OutLock
 
     try:
         with OutLock(args.out, "compact"):

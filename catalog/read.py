@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from albumforge import parts
-from albumforge.manifest import STATUS_OK, read_manifest
+from albumforge.manifest import STATUS_OK
+from albumforge.parts import read_latest
 from albumforge.storage import Store, as_store
 
 
@@ -137,7 +138,7 @@ def read_catalog(out: Store | str) -> Catalog:
     cat = parts.read_catalogue(store)
     albums_table, tracks_table = cat.albums.rows(), cat.tracks.rows()
     albums = albums_table.to_pylist()
-    runs = read_manifest(store, "runs").to_pylist()
+    runs = read_latest(store, "runs").to_pylist()
     for album in albums:
         album["inputs"] = json_object(album.get("inputs_json"))
         album["genres"] = [g for g in (album.get("genres") or []) if isinstance(g, str) and g]

@@ -50,7 +50,7 @@ from albumforge.resources import data_dir, user_cache_dir
 from albumforge.rows import STATUS_OK
 from albumforge.storage import Store, as_store, inside, is_url
 from catalog.read import Catalog, json_object, read_catalog
-from catalog.slugs import album_slug, resolve_inside, safe_ext
+from catalog.slugs import AUDIO_TYPES, IMAGE_EXTS, album_slug, resolve_inside, safe_ext
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,6 @@ SITE_SRC = data_dir("site")  # templates/ and static/ (data, not code): the chec
 STATE_FILE = ".albumforge-site.json"  # what the last build wrote (stale files go) and each album page's hash
 ALBUM_TEMPLATES = ("base.html", "album.html")  # what an album page is rendered from (its hash key)
 SITE_VERSION = 2  # of the builder's page layout: a new version renders every page again
-AUDIO_TYPES = {"ogg": "audio/ogg", "oga": "audio/ogg", "opus": "audio/ogg", "mp3": "audio/mpeg",
-               "flac": "audio/flac", "wav": "audio/wav", "m4a": "audio/mp4"}
-IMAGE_EXTS = {"png", "jpg", "jpeg", "webp", "gif"}
 
 
 @dataclass

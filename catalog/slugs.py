@@ -15,6 +15,10 @@ MAX_SLUG = 60
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 _SAFE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _SAFE_EXT = re.compile(r"^[a-z0-9]{1,5}$")
+# the media a page may link, by extension (what the site copies and the player plays)
+AUDIO_TYPES = {"ogg": "audio/ogg", "oga": "audio/ogg", "opus": "audio/ogg", "mp3": "audio/mpeg",
+               "flac": "audio/flac", "wav": "audio/wav", "m4a": "audio/mp4"}
+IMAGE_EXTS = {"png", "jpg", "jpeg", "webp", "gif"}
 
 
 def slugify(text: object, fallback: str = "item", max_len: int = MAX_SLUG) -> str:

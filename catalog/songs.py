@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import unicodedata
 
-from catalog.slugs import album_slug, safe_ext
-from albumforge.manifest import STATUS_OK, read_manifest
+from catalog.slugs import AUDIO_TYPES, IMAGE_EXTS, album_slug, safe_ext
+from albumforge.manifest import STATUS_OK
+from albumforge.parts import read_latest
 
 EXCERPT_LINES = 8  # lyrics lines shown per song
 EXCERPT_CHARS = 600
@@ -29,9 +30,7 @@ def excerpt(lyrics: str | None) -> str:
 def song_layout(out, media) -> tuple[list[dict], list[dict]]:
     """(ok songs to show, failed songs) from the songs manifests; ``media`` is the site's
     ``_Media``: ``media(rel, dest, allowed)`` -> (source inside OUT, site path) or None."""
-    from catalog.site import AUDIO_TYPES, IMAGE_EXTS
-
-    rows = read_manifest(out, "songs").to_pylist()
+    rows = read_latest(out, "songs").to_pylist()
     rows.sort(key=lambda r: (str(r.get("artist") or "").casefold(), str(r.get("title") or "").casefold(),
                              r["song_id"]))
     shown, failed = [], []

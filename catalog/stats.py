@@ -7,7 +7,8 @@ import unicodedata
 
 import polars as pl
 
-from albumforge.manifest import STATUS_OK, read_manifest
+from albumforge.manifest import STATUS_OK
+from albumforge.parts import read_latest
 from albumforge.storage import Store, as_store
 
 TOP_GENRES = 10
@@ -24,7 +25,7 @@ COLUMNS = {  # what the summary reads of each kind
 
 
 def _frame(out: Store, kind: str) -> pl.DataFrame:
-    return pl.from_arrow(read_manifest(out, kind, COLUMNS[kind]))
+    return pl.from_arrow(read_latest(out, kind, COLUMNS[kind]))
 
 
 def compute_stats(out: Store | str) -> dict:

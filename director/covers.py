@@ -22,29 +22,25 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import yaml
 from pydantic import Field
 
 from albumforge.storage import as_store
 from director.contract import Ask
 from director.offline import clip, plain_text
-from director.plan import write_json
-from director.redact import scrub, scrub_tree
+from director.redact import scrub
 from director.schema import Tag, _Strict
 from director.templates import PROMPTS_DIR, TemplateVarError, environment, render
 
 if TYPE_CHECKING:  # the section type only: director/ does not import the driver
-    from ray_jobs.config import PlanConfig
+    from albumforge.config import PlanConfig
 
 log = logging.getLogger(__name__)
 
@@ -250,57 +246,3 @@ def load_song_plan(out, song_id: str, lyrics: str) -> dict | None:
     except (OSError, ValueError, KeyError):
         return None
     return record if record.get("lyrics") == lyrics else None
-
-
-class CoverPlanner:
-    """Ray Data callable: a CoverPlan per song row whose lyrics are done (status "ok").
-
-    Sets ``plan_json`` (the saved record) or ``plan_error``; a failed plan never fails the
-    batch. Rows that failed before (lyrics) pass through.
-    """
-
-    def __init__(self, out: str, plan: "PlanConfig", cache_dir: str | None = None,
-                 lyrics_chars: int = DEFAULT_LYRICS_CHARS, env: dict | None = None, run_id: str | None = None):
-        from actors.faults import load_guarded
-
-        os.environ.update(env or {})
-        self.out = as_store(out)
-        # guarded like the GPU actors' models: a stage the run marked broken, or a director
-        # that raises, fails every cover plan, named
-        self.director, self.broken = load_guarded(self.out, run_id, "CoverPlanner", f"the {plan.director} director",
-                                                  lambda: make_cover_director(plan, lyrics_chars, cache_dir))
-        self.pool = ThreadPoolExecutor(max_workers=max(1, int(plan.concurrency)), thread_name_prefix="cover")
-
-    def plan_one(self, row: dict) -> tuple[str, str]:
-        song_id = str(row["album_id"])
-        if row["status"] != "ok":
-            return "", ""
-        if self.broken:
-            return "", scrub(f"cover plan failed: {self.broken}")[:2000]
-        lyrics = str(row["lyrics"] or "")
-        saved = load_song_plan(self.out, song_id, lyrics)
-        if saved is not None:
-            return json.dumps(saved), ""
-        song = {k: row.get(k) for k in ("title", "artist", "album", "genre", "year", "lyrics", "instrumental")}
-        song["inputs"] = json.loads(str(row.get("inputs_json") or "{}"))
-        t0 = time.perf_counter()
-        try:
-            plan, meta = self.director.plan_cover(song_id, song)
-        except Exception as e:  # a failed plan is a failed song, never a failed batch
-            error = scrub(f"cover plan failed: {type(e).__name__}: {e}")[:2000]
-            log.warning("song %s: %s", song_id, error)
-            return "", error
-        meta["seconds"] = time.perf_counter() - t0
-        record = {"song_id": song_id, "lyrics": lyrics, "plan": plan.model_dump(mode="json"),
-                  "director": scrub_tree(meta)}
-        write_json(self.out, song_plan_path(song_id), record)
-        return json.dumps(record), ""
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from actors.jobs import rows_of
-
-        results = list(self.pool.map(self.plan_one, rows_of(batch)))
-        batch = dict(batch)
-        batch["plan_json"] = np.array([r[0] for r in results], dtype=object)
-        batch["plan_error"] = np.array([r[1] for r in results], dtype=object)
-        return batch

@@ -50,7 +50,7 @@ from director.schema import AlbumPlan
 from director.steps import STEPS, PromptBuilder, Step
 
 if TYPE_CHECKING:  # the section type only: director/ does not import the driver
-    from ray_jobs.config import PlanConfig
+    from albumforge.config import PlanConfig
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class LLMDirector:
 
     def __init__(self, plan: "PlanConfig", cache_dir: str | Path | None = None, base_url: str | None = None,
                  api_key: str | None = None):
-        """``plan``: the run's plan section (``ray_jobs.config.PlanConfig``: model, limits,
+        """``plan``: the run's plan section (``albumforge.config.PlanConfig``: model, limits,
         retries, steps, format); the server and key come from the arguments or the
         environment (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``), never from config."""
         model, response_format = plan.director_model, plan.response_format

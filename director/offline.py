@@ -22,7 +22,7 @@ from director.schema import AlbumPlan
 from director.templates import PROMPTS_DIR, environment, render
 
 if TYPE_CHECKING:  # the section type only: director/ does not import the driver
-    from ray_jobs.config import PlanConfig
+    from albumforge.config import PlanConfig
 
 _PALETTES = ["amber and teal", "indigo and gold", "pastel pink and mint", "charcoal and neon red",
              "sepia", "emerald and ivory", "cobalt and silver", "rust and cream"]

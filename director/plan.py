@@ -16,7 +16,7 @@ from albumforge.storage import as_store
 from director.schema import AlbumPlan
 
 if TYPE_CHECKING:  # the section type only: director/ does not import the driver
-    from ray_jobs.config import PlanConfig
+    from albumforge.config import PlanConfig
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from director.offline import OfflineDirector
 from director.schema import AlbumPlan
 
 if TYPE_CHECKING:  # the section type only: director/ does not import the driver
-    from ray_jobs.config import PlanConfig
+    from albumforge.config import PlanConfig
 
 
 class SimDirector(OfflineDirector):

@@ -105,7 +105,7 @@ def generate_parser() -> argparse.ArgumentParser:
     g.add_argument("--address")
     g.add_argument("--tiny-cache", type=Path)
     g.add_argument("--time-scale", type=float)
-    for action in p._actions:  # each config flag's help is its field's description (ray_jobs/config.py)
+    for action in p._actions:  # each config flag's help is its field's description (albumforge/config.py)
         if action.dest in _FLAGS:
             action.help = config_help(_FLAGS[action.dest])
     return p
@@ -113,7 +113,7 @@ def generate_parser() -> argparse.ArgumentParser:
 
 def config_help(key: str) -> str:
     """A config field's description and default, by dotted key ("music.window_s")."""
-    from ray_jobs.config import RunConfig
+    from albumforge.config import RunConfig
 
     model, *parents, leaf = (RunConfig, *key.split("."))
     for name in parents:
@@ -127,9 +127,9 @@ def generate_main(argv: list[str]) -> int:
     args = generate_parser().parse_args(argv)
     import jinja2
 
+    from albumforge.config import RunConfig
     from director.templates import TemplateVarError
     from ray_jobs.concepts import ConceptsError
-    from ray_jobs.config import RunConfig
 
     overrides = {key: getattr(args, flag) for flag, key in _FLAGS.items()}
     try:
@@ -141,9 +141,10 @@ def generate_main(argv: list[str]) -> int:
 
     verbosity = console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.NORMAL
     console.setup(verbosity)  # first: the libraries read its settings on import
-    from ray_jobs.generate import OutError, run
-    from ray_jobs.models import fetch_command, preflight
-    from ray_jobs.outlock import OutHeld
+    from albumforge.outlock import OutHeld
+    from ray_jobs.generate import run
+    from ray_jobs.pipeline import OutError
+    from ray_jobs.preflight import fetch_command, preflight
 
     if preflight(cfg, fetch_command(argv)):  # every model here (or fetched now) before Ray starts
         return 2
@@ -193,8 +194,8 @@ def models_main(argv: list[str]) -> int:
               file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     action, args = argv[0], models_parser(argv[0]).parse_args(argv[1:])
-    from ray_jobs import models
-    from ray_jobs.config import RunConfig
+    from albumforge.config import RunConfig
+    from ray_jobs import preflight
 
     try:
         if args.from_run is not None:
@@ -208,8 +209,8 @@ def models_main(argv: list[str]) -> int:
         print(f"albumforge: bad config: {e}", file=sys.stderr)
         return 2
     if action == "list":
-        return models.list_models(cfg, args.precision)
-    return models.fetch_models(cfg, args.precision)
+        return preflight.list_models(cfg, args.precision)
+    return preflight.fetch_models(cfg, args.precision)
 
 
 # ---------------------------------------------------------------- covers
@@ -292,8 +293,8 @@ def covers_main(argv: list[str]) -> int:
     args = covers_parser().parse_args(argv)
     import jinja2
 
+    from albumforge.covers_config import CoversConfig
     from director.templates import TemplateVarError
-    from ray_jobs.covers_config import CoversConfig
     from ray_jobs.songs import SongsError
 
     overrides = {key: getattr(args, flag) for flag, key in _COVER_FLAGS.items()}
@@ -306,10 +307,10 @@ def covers_main(argv: list[str]) -> int:
 
     verbosity = console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.NORMAL
     console.setup(verbosity)
+    from albumforge.outlock import OutHeld
     from ray_jobs.covers import run, summary_lines
-    from ray_jobs.generate import OutError
-    from ray_jobs.models import preflight
-    from ray_jobs.outlock import OutHeld
+    from ray_jobs.pipeline import OutError
+    from ray_jobs.preflight import preflight
 
     fetch = (f"albumforge models fetch --engine {args.engine} (the image models); python -c \"from faster_whisper "
              f"import download_model; download_model('{cfg.lyrics.model}')\" (Whisper)")

@@ -31,15 +31,9 @@ from albumforge import manifest as mf
 from albumforge.parts import CatalogWriter, read_latest
 from albumforge.rows import KIND_COVER, KIND_FAILED, RESULT_DEFAULTS, item_seed
 from ray_jobs import assemble, console
-from ray_jobs.covers_config import CoversConfig
-from ray_jobs.generate import (
-    FATAL_WRITE,
-    _init_ray,
-    _shutdown_ray,
-    check_out,
-    sweep_temp_files,
-)
-from ray_jobs.outlock import OutLock
+from albumforge.covers_config import CoversConfig
+from ray_jobs.pipeline import FATAL_WRITE, check_out, init_ray, shutdown_ray, sweep_temp_files
+from albumforge.outlock import OutLock
 from ray_jobs.songs import Rejected, Song, read_songs
 from ray_jobs.watch import Interrupts, PlacementWatch, StageAsk, StageLoad, StartupWatch, drain
 
@@ -255,7 +249,7 @@ def build_dataset(cfg: CoversConfig, rows: list[dict], sizes: dict, run_id: str)
 
     from actors.lyrics import LyricsActor
     from actors.songcover import SongCoverActor
-    from director.covers import CoverPlanner
+    from ray_jobs.planner import CoverPlanner
 
     out = cfg.store.url  # actors build their own filesystem client from the URL
     faults = dict(run_id=run_id, max_deaths=cfg.faults.max_deaths)
@@ -322,7 +316,7 @@ def run(songs_path: Path, cfg: CoversConfig, run_id: str | None = None,
             if summary.status is None:
                 summary.status = mf.STATUS_OK if summary.n_failed == 0 else mf.STATUS_FAILED
             if summary.own_ray:
-                _shutdown_ray(wait_s=5.0 if summary.exit_code is not None else None)
+                shutdown_ray(wait_s=5.0 if summary.exit_code is not None else None)
     return summary
 
 
@@ -342,7 +336,7 @@ def _run_held(cfg: CoversConfig, songs: list[Song], rejected: list[Rejected], su
         log.info("%d of %d songs already have their cover: skipped", summary.n_skipped, len(songs))
     if not todo:
         return
-    summary.own_ray = _init_ray(cfg, summary.verbosity)
+    summary.own_ray = init_ray(cfg, summary.verbosity)
     interrupts.install()
     import ray
     from tqdm import tqdm

@@ -10,11 +10,9 @@ ray_jobs.generate ...``). The recipe, in ``run``:
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
-import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,10 +23,9 @@ from pathlib import Path
 from actors.tags import tag_album
 from albumforge import manifest as mf
 from albumforge.parts import CatalogWriter
-from albumforge.atomic import WriteError
 from albumforge.busy import BusyLog, totals
 from albumforge.rows import KIND_ART, KIND_FAILED, from_batch, reroll_key
-from albumforge.storage import Store, as_store
+from albumforge.storage import Store
 from director.plan import (
     check_templates,
     director_columns,
@@ -38,16 +35,15 @@ from director.plan import (
 )
 from ray_jobs import assemble, console
 from ray_jobs.concepts import Concept, read_concepts
-from ray_jobs.config import RunConfig
-from ray_jobs.outlock import OutLock
+from albumforge.config import RunConfig
+from albumforge.outlock import OutLock
 from ray_jobs.placement import (
     Placements,
     describe_pools,
-    grow_by_pool_bounds,
     observe,
-    start_in_order,
     strategy,
 )
+from ray_jobs.pipeline import FATAL_WRITE, check_out, init_ray, shutdown_ray, sweep_temp_files
 from ray_jobs.resume import Finished, scan_finished
 from ray_jobs.watch import Interrupts, PlacementWatch, StageAsk, StageLoad, StartupWatch, drain
 
@@ -151,7 +147,7 @@ class AlbumWriter:
         """Write the album's tracks manifest, then its album row (the completion marker).
 
         Items an earlier run finished (``self.finished``) are kept as they were; items an
-        interrupted run recorded (``actors.records``) count as this run's rows; an item
+        interrupted run recorded (``albumforge.records``) count as this run's rows; an item
         whose row never came back is failed with ``lost`` as its reason.
         """
         c = self.concepts[aid]
@@ -288,76 +284,6 @@ def build_dataset(cfg: RunConfig, concepts: list[Concept], finished: Finished, s
     return ds
 
 
-def _init_ray(cfg: RunConfig, verbosity: int = console.NORMAL) -> bool:
-    """Join or start Ray; True when this call connected (the run then shuts it down, which
-    stops a local Ray it started and, on a cluster, just ends this driver's actors)."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:  # workers' output reaches the console with -v only (else it stays in Ray's session logs)
-        ray.init(address=cfg.ray_address, log_to_driver=verbosity >= console.VERBOSE,
-                 logging_level=logging.INFO if verbosity >= console.VERBOSE else logging.WARNING)
-    console.quiet_ray_data(verbosity)
-    ctx = ray.data.DataContext.get_current()
-    # A block lost to a crashed actor must not end the job: its albums become failed
-    # rows (see AlbumWriter) and the next run redoes them.
-    ctx.max_errored_blocks = -1
-    start_in_order(ctx, cfg)  # music actors take their cards before image actors ask
-    grow_by_pool_bounds(ctx)  # a node that joins mid-run gets actors (pool bounds cap the growth)
-    return started
-
-
-class OutError(ValueError):
-    """OUT cannot hold a run (a file, not a folder; not writable). A re-run cannot fix it."""
-
-
-def check_out(out) -> None:
-    """A named error, before anything starts, when OUT cannot be a run's output folder: a
-    local file in the way, no permission, or (object storage) a missing bucket, no
-    credentials, an endpoint that does not answer."""
-    store = as_store(out)
-    if not store.local:
-        probe = f".albumforge/probe-{socket.gethostname()}-{os.getpid()}"
-        try:
-            store.write_bytes(probe, b"")
-            store.delete(probe)
-        except Exception as e:  # s3fs/botocore raise many types; the message names no secret
-            cause = e.cause if isinstance(e, WriteError) else e
-            raise OutError(f"--out {store.url}: cannot write there ({type(cause).__name__}: {cause}): check the "
-                           "bucket, the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or a profile) "
-                           "and the endpoint (AWS_ENDPOINT_URL)") from None
-        return
-    out = store.root
-    if out.exists() and not out.is_dir():
-        raise OutError(f"--out {out} is a file, not a folder: choose another --out (a re-run cannot fix this)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".albumforge-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise OutError(f"--out {out}: cannot write there ({e.strerror or e}): "
-                       "choose another --out or fix its permissions") from None
-
-
-def sweep_temp_files(out) -> int:
-    """Remove ``.tmp-*`` files under OUT's run folders (media, items, manifests, plans).
-    Local folders only: object storage has no temp objects (an upload appears whole)."""
-    store = as_store(out)
-    if not store.local:
-        return 0
-    out = store.root
-    n = 0
-    for sub in ("media", "items", "manifests", "plans"):
-        for path in (out / sub).rglob(".tmp-*") if (out / sub).is_dir() else ():
-            path.unlink(missing_ok=True)
-            n += 1
-    return n
-
-
-FATAL_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # every later write would fail too
-
-
 def run(concepts_path: Path, cfg: RunConfig, run_id: str | None = None, verbosity: int = console.NORMAL) -> RunSummary:
     started = _now()
     t0 = time.perf_counter()
@@ -382,24 +308,10 @@ def run(concepts_path: Path, cfg: RunConfig, run_id: str | None = None, verbosit
         finally:
             summary.wall_s = time.perf_counter() - t0
             _write_run_row(cfg, concepts_path, director, started, summary, catalog)
-            stopped = _shutdown_ray(wait_s=5.0 if summary.exit_code is not None else None) if summary.own_ray else True
+            stopped = shutdown_ray(wait_s=5.0 if summary.exit_code is not None else None) if summary.own_ray else True
             if stopped:  # no writer of this run is left: what a killed one left half-written goes now
                 sweep_temp_files(out)
     return summary
-
-
-def _shutdown_ray(wait_s: float | None) -> bool:
-    """Stop the Ray this run started. After a signal, wait at most ``wait_s``: a terminal's
-    Ctrl-C or a pod's SIGTERM may have hit Ray's own processes too, and a shutdown that
-    waits on a dead GCS must not keep the user waiting (the CLI then exits at once)."""
-    import threading
-
-    import ray
-
-    t = threading.Thread(target=ray.shutdown, name="albumforge-ray-shutdown", daemon=True)
-    t.start()
-    t.join(wait_s)
-    return not t.is_alive()
 
 
 def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list[Concept], rejected: list,
@@ -427,7 +339,7 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
     if not todo:
         return
     # 3. plan -> explode -> music -> image, streamed; manifests written per album
-    summary.own_ray = _init_ray(cfg, summary.verbosity)
+    summary.own_ray = init_ray(cfg, summary.verbosity)
     interrupts.install()  # again: ray.init sets its own SIGTERM handler
     import ray
     from tqdm import tqdm
@@ -458,7 +370,7 @@ def _run_held(concepts_path: Path, cfg: RunConfig, director: str, concepts: list
         stopped = drain(ds.iter_batches(batch_size=None, batch_format="numpy"), on_row,
                         lambda: interrupts.reason or summary.fatal or placement() or startup())
         if interrupts.signum is not None:
-            # what is finished is written or recorded (actors.records): a re-run resumes
+            # what is finished is written or recorded (albumforge.records): a re-run resumes
             summary.status, summary.error = mf.STATUS_INTERRUPTED, stopped
             summary.exit_code = interrupts.exit_code
             return

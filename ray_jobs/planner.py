@@ -1,9 +1,10 @@
-"""The plan stage of the generate job: concept rows in, plans saved, job rows out.
+"""The plan stages: concept rows in, plans saved, job rows out (and the covers' song plans).
 
-``Planner`` is the Ray Data callable: it plans the albums of a batch concurrently
-(threads: planning waits on the network, not the CPU) through the director
+``Planner`` is the Ray Data callable of the generate job: it plans the albums of a batch
+concurrently (threads: planning waits on the network, not the CPU) through the director
 (``director.plan.make_director``), saves each plan (reused on a re-run), and ``explode``
-turns a plan into one job row per work item (``albumforge.rows.job_row``).
+turns a plan into one job row per work item (``albumforge.rows.job_row``). ``CoverPlanner``
+is the covers job's: a cover plan per song (``director.covers``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from actors.faults import load_guarded
 from actors.jobs import rows_of
+from albumforge.config import PlanConfig
 from albumforge.rows import (
     KIND_ART,
     KIND_COVER,
@@ -28,9 +30,20 @@ from albumforge.rows import (
     reroll_key,
 )
 from albumforge.storage import as_store
-from director.plan import load_saved_plan, make_director, save_failed_plan, save_plan
+from director.covers import (
+    DEFAULT_LYRICS_CHARS,
+    load_song_plan,
+    make_cover_director,
+    song_plan_path,
+)
+from director.plan import (
+    load_saved_plan,
+    make_director,
+    save_failed_plan,
+    save_plan,
+    write_json,
+)
 from director.redact import scrub, scrub_tree
-from ray_jobs.config import PlanConfig
 
 log = logging.getLogger("albumforge.planner")
 
@@ -154,3 +167,53 @@ def explode(
     return [job_row(album_id, kind, no, len(todo), prompt, dur, seed,
                     int(counts.get(reroll_key(kind, no), 0)) if kind != KIND_TRACK else 0)
             for no, kind, prompt, dur in todo]
+
+
+class CoverPlanner:
+    """Ray Data callable: a CoverPlan per song row whose lyrics are done (status "ok").
+
+    Sets ``plan_json`` (the saved record) or ``plan_error``; a failed plan never fails the
+    batch. Rows that failed before (lyrics) pass through.
+    """
+
+    def __init__(self, out: str, plan: PlanConfig, cache_dir: str | None = None,
+                 lyrics_chars: int = DEFAULT_LYRICS_CHARS, env: dict | None = None, run_id: str | None = None):
+        os.environ.update(env or {})
+        self.out = as_store(out)
+        # guarded like the GPU actors' models: a stage the run marked broken, or a director
+        # that raises, fails every cover plan, named
+        self.director, self.broken = load_guarded(self.out, run_id, "CoverPlanner", f"the {plan.director} director",
+                                                  lambda: make_cover_director(plan, lyrics_chars, cache_dir))
+        self.pool = ThreadPoolExecutor(max_workers=max(1, int(plan.concurrency)), thread_name_prefix="cover")
+
+    def plan_one(self, row: dict) -> tuple[str, str]:
+        song_id = str(row["album_id"])
+        if row["status"] != "ok":
+            return "", ""
+        if self.broken:
+            return "", scrub(f"cover plan failed: {self.broken}")[:2000]
+        lyrics = str(row["lyrics"] or "")
+        saved = load_song_plan(self.out, song_id, lyrics)
+        if saved is not None:
+            return json.dumps(saved), ""
+        song = {k: row.get(k) for k in ("title", "artist", "album", "genre", "year", "lyrics", "instrumental")}
+        song["inputs"] = json.loads(str(row.get("inputs_json") or "{}"))
+        t0 = time.perf_counter()
+        try:
+            plan, meta = self.director.plan_cover(song_id, song)
+        except Exception as e:  # a failed plan is a failed song, never a failed batch
+            error = scrub(f"cover plan failed: {type(e).__name__}: {e}")[:2000]
+            log.warning("song %s: %s", song_id, error)
+            return "", error
+        meta["seconds"] = time.perf_counter() - t0
+        record = {"song_id": song_id, "lyrics": lyrics, "plan": plan.model_dump(mode="json"),
+                  "director": scrub_tree(meta)}
+        write_json(self.out, song_plan_path(song_id), record)
+        return json.dumps(record), ""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = list(self.pool.map(self.plan_one, rows_of(batch)))
+        batch = dict(batch)
+        batch["plan_json"] = np.array([r[0] for r in results], dtype=object)
+        batch["plan_error"] = np.array([r[1] for r in results], dtype=object)
+        return batch

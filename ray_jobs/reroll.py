@@ -35,10 +35,11 @@ from pathlib import Path
 from actors.jobs import batch_of, rows_of
 from albumforge import manifest as mf
 from albumforge import parts
+from albumforge.config import RunConfig, out_value
+from albumforge.parts import read_latest
 from albumforge.rows import KIND_ART, KIND_COVER, from_batch, job_row
 from albumforge.storage import as_store
 from ray_jobs import assemble
-from ray_jobs.config import RunConfig, out_value
 
 log = logging.getLogger("albumforge.reroll")
 
@@ -182,7 +183,7 @@ def run_config(out: Path, config: Path | None = None, engine: str = "tiny") -> R
     latest run's own config (as its run manifest recorded it)."""
     if config is not None:
         return RunConfig.load(config, preset=engine).model_copy(update={"out": out})
-    runs = mf.read_manifest(out, "runs").to_pylist()
+    runs = read_latest(out, "runs").to_pylist()
     runs = [r for r in runs if r.get("config_json")]
     if not runs:
         raise SystemExit(f"reroll: {out} has no run manifest with a config: pass --config")
@@ -222,7 +223,7 @@ def reroll_main(argv: list[str] | None = None, actor=None) -> int:
     run_id = "reroll-" + started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     cfg = run_config(out, args.config, args.engine)
     if actor is None and not args.mark_only:  # the image models, here before anything is marked
-        from ray_jobs.models import fetch_command, preflight
+        from ray_jobs.preflight import fetch_command, preflight
 
         source = ["--config", str(args.config), "--engine", args.engine] if args.config else ["--from-run", str(out)]
         if preflight(cfg, fetch_command(source), parts=("image",)):

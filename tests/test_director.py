@@ -62,7 +62,7 @@ def server():
 def director(srv: ScriptedOpenAI, tmp_path: Path | None = None, **kw) -> LLMDirector:
     """An LLM director on the scripted server; ``kw``: plan-section fields (``model`` names
     the director model)."""
-    from ray_jobs.config import PlanConfig
+    from albumforge.config import PlanConfig
 
     plan = dict(director="openai", director_model="test-model", timeout_s=1.0, max_attempts=3, tracks_per_album=3,
                 track_seconds=4.0, retry_backoff_s=0.01, retry_backoff_max_s=0.05, max_retries=4)
@@ -74,7 +74,7 @@ def director(srv: ScriptedOpenAI, tmp_path: Path | None = None, **kw) -> LLMDire
 
 def plan_cfg(srv: ScriptedOpenAI, tmp_path: Path, **kw) -> dict:
     """A Planner's plan section and cache; the server comes from OPENAI_BASE_URL, as in a run."""
-    from ray_jobs.config import PlanConfig
+    from albumforge.config import PlanConfig
 
     os.environ["OPENAI_BASE_URL"] = srv.url  # the autouse fixture removes it again
     plan = PlanConfig(**{**dict(director="openai", director_model="test-model", tracks_per_album=3,
@@ -339,8 +339,8 @@ def test_user_prompts_folder_overrides_one_template(server, tmp_path):
 
 
 def test_check_templates_names_row_and_variable_before_any_call(tmp_path):
+    from albumforge.config import PlanConfig
     from ray_jobs.concepts import read_concepts
-    from ray_jobs.config import PlanConfig
 
     own = tmp_path / "prompts"
     own.mkdir()
@@ -360,8 +360,8 @@ def test_check_templates_names_row_and_variable_before_any_call(tmp_path):
 
 
 def test_offline_override_is_checked_too(tmp_path):
+    from albumforge.config import PlanConfig
     from ray_jobs.concepts import Concept
-    from ray_jobs.config import PlanConfig
 
     own = tmp_path / "prompts" / "offline"
     own.mkdir(parents=True)
@@ -611,8 +611,8 @@ HOSTILE_CONCEPTS = [
 def test_offline_titles_and_artists_say_something(concept):
     import re
 
+    from albumforge.config import PlanConfig
     from director.offline import OfflineDirector
-    from ray_jobs.config import PlanConfig
 
     d = OfflineDirector(PlanConfig(tracks_per_album=4, track_seconds=4.0))
     stop = d.stop
@@ -632,8 +632,8 @@ def test_offline_titles_and_artists_say_something(concept):
 
 
 def test_offline_names_take_the_concepts_words():
+    from albumforge.config import PlanConfig
     from director.offline import OfflineDirector, name_words, plain_text
-    from ray_jobs.config import PlanConfig
 
     d = OfflineDirector(PlanConfig())
     assert name_words("<b>Lighthouse</b> keepers &amp; the sum of a concept album", d.stop) == ["Lighthouse", "Keepers"]

@@ -29,7 +29,8 @@ for name in ("openai", "httpx2", "httpcore2", "director"):
     logging.getLogger(name).setLevel(logging.DEBUG)
 from director.plan import check_templates
 from ray_jobs.concepts import read_concepts
-from ray_jobs.config import RunConfig
+from albumforge.config import RunConfig
+from albumforge.parts import read_latest
 from ray_jobs.generate import run
 args = json.loads(sys.argv[1])
 cfg = RunConfig.load(preset="tiny", **args["overrides"])
@@ -43,7 +44,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_generate_with_llm_director_and_no_key_leak(tmp_path, tiny_cache):
-    from albumforge import manifest as mf
+    from albumforge.parts import read_latest
 
     def answer(body):
         text = "\n".join(str(m["content"]) for m in body["messages"])
@@ -69,7 +70,7 @@ def test_generate_with_llm_director_and_no_key_leak(tmp_path, tiny_cache):
 
     summary = json.loads(logs.split("SUMMARY ", 1)[1].splitlines()[0])
     assert summary == {"ok": 1, "failed": 1}
-    albums = {r["concept"]: r for r in mf.read_manifest(out, "albums").to_pylist()}
+    albums = {r["concept"]: r for r in read_latest(out, "albums").to_pylist()}
     ok, failed = albums["a harbour at night"], albums["a doomed concept"]
     assert (ok["director"], ok["director_model"], ok["director_attempts"]) == ("openai", "test-model", 1)
     assert ok["tokens_in"] > 0 and ok["tokens_out"] > 0

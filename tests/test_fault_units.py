@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from actors.faults import NO_REPORT, CrashJournal, load_guarded, mark_broken, parse_fault, read_broken
-from actors.records import album_records, read_record, write_record
-from ray_jobs.outlock import HOLD, OutHeld, OutLock
+from albumforge.records import album_records, read_record, write_record
+from albumforge.outlock import HOLD, OutHeld, OutLock
 from ray_jobs.watch import PlacementWatch, StageAsk, StageLoad, StartupWatch, unplaceable
 
 

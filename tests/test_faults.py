@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from albumforge import manifest as mf
+from albumforge.parts import read_latest
 from tests.conftest import require_services
 
 pytestmark = pytest.mark.slow
@@ -45,8 +45,8 @@ def _concepts(tmp_path: Path, n: int) -> Path:
 
 def _album_ids(concepts: Path) -> list[str]:
     """The album ids the CLI will give these concepts (same preset and flags)."""
+    from albumforge.config import RunConfig
     from ray_jobs.concepts import read_concepts
-    from ray_jobs.config import RunConfig
 
     cfg = RunConfig.load(preset="tiny", **{"plan.tracks_per_album": 2, "plan.track_seconds": 2.0})
     found, _ = read_concepts(concepts, cfg.plan_settings("offline"), cfg.seed)
@@ -60,11 +60,11 @@ def _config(tmp_path: Path, **faults) -> Path:
 
 
 def _albums(out: Path) -> dict[str, dict]:
-    return {a["album_id"]: a for a in mf.read_manifest(out, "albums").to_pylist()}
+    return {a["album_id"]: a for a in read_latest(out, "albums").to_pylist()}
 
 
 def _runs(out: Path) -> list[dict]:
-    return sorted(mf.read_manifest(out, "runs").to_pylist(), key=lambda r: r["started_at"])
+    return sorted(read_latest(out, "runs").to_pylist(), key=lambda r: r["started_at"])
 
 
 def _media_identity(out: Path) -> dict[str, tuple[str, str]]:
@@ -135,7 +135,7 @@ def test_item_that_kills_its_worker_every_time_fails_alone_in_bounded_time(tiny_
     assert "track 2" in bad["error"] and "MusicActor process died 2 times" in bad["error"]
     assert "Segmentation fault" in bad["error"], bad["error"]
     assert {a["status"] for a in albums.values()} == {"ok"}  # its batch-mates were isolated
-    tracks = [t for t in mf.read_manifest(out, "tracks").to_pylist() if t["album_id"] == poisoned]
+    tracks = [t for t in read_latest(out, "tracks").to_pylist() if t["album_id"] == poisoned]
     assert {t["track_no"]: t["status"] for t in tracks} == {1: "ok", 2: "failed"}
     assert len(list(markers.iterdir())) == 2  # exactly max_deaths crashes, then no more attempts
     assert _runs(out)[-1]["status"] == "failed"
@@ -191,7 +191,7 @@ def test_image_actor_dying_at_every_load_keeps_the_tracks_and_the_rerun_makes_on
     for a in albums.values():
         assert "ImageActor" in a["error"] and "loading" in a["error"], a["error"]
         assert "Segmentation fault" in a["error"], a["error"]  # the cause, from the fault report
-    tracks = mf.read_manifest(out, "tracks").to_pylist()
+    tracks = read_latest(out, "tracks").to_pylist()
     assert len(tracks) == 4 and {t["status"] for t in tracks} == {"ok"}  # the other stage finished its work
     assert _runs(out)[-1]["status"] == "failed" and "ImageActor" in _runs(out)[-1]["error"]
     assert len(list(markers.iterdir())) <= 6  # bounded
@@ -213,7 +213,7 @@ def test_load_that_raises_is_named_at_once(tiny_cache, tmp_path):
     assert result.returncode == 1, result.stderr[-3000:]
     (album,) = _albums(out).values()
     assert "ImageActor could not load" in album["error"] and "RuntimeError: injected load failure" in album["error"]
-    assert {t["status"] for t in mf.read_manifest(out, "tracks").to_pylist()} == {"ok"}
+    assert {t["status"] for t in read_latest(out, "tracks").to_pylist()} == {"ok"}
     assert not list(markers.iterdir())  # no process died: no restart was needed to name it
 
 
@@ -262,7 +262,7 @@ def test_stopped_run_keeps_finished_work_and_the_rerun_redoes_none(tiny_cache, t
     redone = [rel for rel, ident in before.items() if after_ids.get(rel) != ident]
     assert redone == [], f"re-run regenerated {redone}"
     assert len(_albums(out)) == 6 and {a["status"] for a in _albums(out).values()} == {"ok"}
-    tracks = mf.read_manifest(out, "tracks").to_pylist()
+    tracks = read_latest(out, "tracks").to_pylist()
     assert len({(t["album_id"], t["track_no"]) for t in tracks}) == len(tracks) == 12
     print(f"\nFIGURE {signal.Signals(sig).name} after first {after}: exit in {stop_s:.1f} s; "
           f"{len(before)} finished media files kept, 0 regenerated")

@@ -13,8 +13,8 @@ from actors.engines import image_source, load_image
 from actors.image import ImageActor
 from actors.jobs import batch_of
 from actors.tiny import build_tiny_lora, build_tiny_textual_inversion, ensure_tiny
+from albumforge.config import STYLES_DIR, ImageConfig, load_style
 from albumforge.rows import KIND_ART, KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
-from ray_jobs.config import STYLES_DIR, ImageConfig, load_style
 
 SMALL = dict(steps=2, width=64, height=48, negative_prompt="", clip_model=None)
 

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from actors.tiny import ensure_tiny
-from ray_jobs import models
-from ray_jobs.config import RunConfig
+from albumforge import models
+from albumforge.config import RunConfig
+from albumforge.parts import read_latest
+from ray_jobs import preflight
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -91,15 +93,15 @@ def test_generate_with_an_empty_cache_offline_exits_2_before_ray(tmp_path):
 def test_a_missing_local_path_is_named_with_no_fetch_command(tmp_path, tiny_cache, capsys):
     cfg = RunConfig.load(preset="tiny", **{"tiny_cache": tiny_cache, "image.lora_path": str(tmp_path / "nope.safetensors"),
                                            "image.textual_inversion": [{"path": "https://example.org/emb.pt"}]})
-    assert models.preflight(cfg, "albumforge models fetch x") == 2
+    assert preflight.preflight(cfg, "albumforge models fetch x") == 2
     err = capsys.readouterr().err
     assert "image.lora_path" in err and "no such file or folder" in err
     assert "image.textual_inversion[0].path" in err and "not a Hugging Face file URL" in err
     assert "albumforge models fetch" not in err  # nothing here that a fetch could get
-    found = models.resolve_all(cfg)
+    found = preflight.resolve_all(cfg)
     assert {f.need.field: f.state for f in found if f.ok} == {  # the tiny path goes through the same code
         "music.model_id": "built", "image.model_id": "built", "image.clip_model": "built", "text scorer": "local"}
-    from ray_jobs.config import PRESETS
+    from albumforge.config import PRESETS
 
     assert "lora_path" not in PRESETS["tiny"]["image"]  # overrides never leak into the preset (and later runs)
 
@@ -118,8 +120,8 @@ def test_models_in_the_hf_cache_pass_preflight_and_load_offline(tmp_path, tiny_r
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = RunConfig.load(preset="real", **{"music.model_id": MUSIC, "image.model_id": SD, "image.clip_model": CLIP,
                                            "tiny_cache": tiny_cache})
-    assert models.preflight(cfg, "unused") == 0
-    found = {f.need.field: f for f in models.resolve_all(cfg)}
+    assert preflight.preflight(cfg, "unused") == 0
+    found = {f.need.field: f for f in preflight.resolve_all(cfg)}
     assert found["music.model_id"].state == "cached" and found["music.model_id"].path == str(snaps[MUSIC])
     assert found["image.model_id"].path == str(snaps[SD]) and found["image.clip_model"].path == str(snaps[CLIP])
 
@@ -137,7 +139,7 @@ def test_models_in_the_hf_cache_pass_preflight_and_load_offline(tmp_path, tiny_r
     (snaps[SD] / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(models.ModelMissing, match=r"image.model_id='albumforge-test/tiny-sd'.*no unet/ weights"):
         load_image("real", SD, tiny_cache)
-    assert models.preflight(cfg, "albumforge models fetch --engine real") == 2
+    assert preflight.preflight(cfg, "albumforge models fetch --engine real") == 2
 
 
 # ---------------------------------------------------------------- `models fetch` against a loopback hub
@@ -242,7 +244,6 @@ def test_file_selection_for_a_stable_diffusion_repository():
 def test_reroll_stops_before_marking_when_an_image_model_is_missing(tmp_path, monkeypatch, capsys):
     from datetime import datetime, timezone
 
-    from albumforge import manifest as mf
     from ray_jobs.cli import main
     from ray_jobs.reroll import reroll_main
     from tests.catalog_fixtures import write_manifest
@@ -262,7 +263,7 @@ def test_reroll_stops_before_marking_when_an_image_model_is_missing(tmp_path, mo
     err = capsys.readouterr().err
     assert "image.model_id" in err and "albumforge-test/absent-sd" in err and "music.model_id" not in err
     assert f"albumforge models fetch --from-run {out}" in err
-    kept = mf.read_manifest(out, "albums").to_pylist()[0]
+    kept = read_latest(out, "albums").to_pylist()[0]
     assert kept["cover_path"] == "media/a1/cover.png" and not kept["cover_reroll"]  # nothing marked
 
     assert main(["models", "list", "--from-run", str(out)]) == 2  # the command it printed reads that config

@@ -14,8 +14,8 @@ import torch
 from actors.engines import music_class
 from actors.jobs import batch_of
 from actors.music import MusicActor
+from albumforge.config import MusicConfig
 from albumforge.rows import KIND_COVER, KIND_TRACK, RESULT_DEFAULTS
-from ray_jobs.config import MusicConfig
 
 WINDOW, STRIDE, FADE = 2.0, 1.2, 0.4
 

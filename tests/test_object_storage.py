@@ -22,9 +22,9 @@ import logging
 
 import pytest
 
-from albumforge import manifest as mf
+from albumforge.parts import read_latest
 from albumforge.storage import Store
-from ray_jobs.outlock import HOLD_REL, OutHeld, OutLock
+from albumforge.outlock import HOLD_REL, OutHeld, OutLock
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the S3 server's access log
 REPO = Path(__file__).resolve().parent.parent
@@ -58,8 +58,8 @@ def test_generate_resume_site_load_stats_on_s3(s3_out, tiny_cache, tmp_path, cap
     # 1. generate straight into the bucket
     first = _generate(concepts, s3_out, tiny_cache)
     assert first.returncode == 0, first.stderr[-3000:]
-    albums = mf.read_manifest(s3_out, "albums").to_pylist()
-    tracks = mf.read_manifest(s3_out, "tracks").to_pylist()
+    albums = read_latest(s3_out, "albums").to_pylist()
+    tracks = read_latest(s3_out, "tracks").to_pylist()
     assert len(albums) == 2 and {a["status"] for a in albums} == {"ok"}
     assert len(tracks) == 4 and {t["status"] for t in tracks} == {"ok"}
     objects = _objects(store)
@@ -70,7 +70,7 @@ def test_generate_resume_site_load_stats_on_s3(s3_out, tiny_cache, tmp_path, cap
         assert all(p in objects for p in t["paths"])
     for kind in ("albums", "tracks", "runs"):  # catalogue parts (albumforge.parts), merged at the run's end
         assert len([k for k in objects if k.startswith(f"manifests/{kind}/")]) == 1, kind
-    runs = mf.read_manifest(s3_out, "runs").to_pylist()
+    runs = read_latest(s3_out, "runs").to_pylist()
     assert len(runs) == 1
     run_id = runs[0]["run_id"]
     assert f".albumforge/logs/{run_id}.log" in objects  # the local log, uploaded at the end
@@ -90,7 +90,7 @@ def test_generate_resume_site_load_stats_on_s3(s3_out, tiny_cache, tmp_path, cap
     # the album's other files are re-tagged only when their album is rewritten; its cover stays
     same_album = PurePosixPath(gone).parent.as_posix()
     assert [k for k in rewritten if not k.startswith(same_album + "/track-")] == [], rewritten
-    assert {a["status"] for a in mf.read_manifest(s3_out, "albums").to_pylist()} == {"ok"}
+    assert {a["status"] for a in read_latest(s3_out, "albums").to_pylist()} == {"ok"}
 
     # 3. the site, written into the bucket with relative links that resolve there
     capsys.readouterr()
@@ -133,7 +133,7 @@ def test_generate_resume_site_load_stats_on_s3(s3_out, tiny_cache, tmp_path, cap
     for result in (first, second):
         assert secret not in result.stdout + result.stderr
     for kind in ("runs", "albums", "tracks"):  # Parquet compresses: the decoded rows too
-        assert secret not in json.dumps(mf.read_manifest(s3_out, kind).to_pylist(), default=str)
+        assert secret not in json.dumps(read_latest(s3_out, kind).to_pylist(), default=str)
     local_logs = Path(tempfile.gettempdir()) / "albumforge-logs"
     for log in local_logs.glob(f"{run_id}*.log"):
         assert secret not in log.read_text(errors="replace")
@@ -164,7 +164,7 @@ def test_cli_names_a_missing_bucket_and_exits_2(s3_out, tiny_cache, tmp_path):
 
 
 def test_missing_bucket_is_a_named_error_before_ray(s3_out):
-    from ray_jobs.generate import OutError, check_out
+    from ray_jobs.pipeline import OutError, check_out
 
     missing = "s3://no-such-bucket-" + os.urandom(4).hex() + "/run"
     with pytest.raises(OutError, match=r"--out s3://no-such-bucket-.*cannot write there.*AWS_ENDPOINT_URL"):
@@ -205,7 +205,7 @@ def test_s3_stale_hold_is_taken_over_by_one_run_only(s3_out):
 
 
 def test_out_urls_in_the_config(tmp_path):
-    from ray_jobs.config import RunConfig
+    from albumforge.config import RunConfig
 
     assert RunConfig.load(out="s3://bucket/run/").out == "s3://bucket/run"
     assert RunConfig.load(out=str(tmp_path)).out == tmp_path  # local folders stay Paths, as ever

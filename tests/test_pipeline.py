@@ -14,6 +14,7 @@ from PIL import Image
 
 from albumforge import manifest as mf
 from albumforge import parts
+from albumforge.parts import read_latest
 from ray_jobs.generate import pool_sizes, run
 
 pytestmark = pytest.mark.slow
@@ -30,8 +31,8 @@ def check_out_folder(out, cfg):
     for kind, schema in mf.SCHEMAS.items():
         for rel, _ in parts.manifest_files(out, kind):
             assert pq.read_schema(out / rel).remove_metadata().equals(schema, check_metadata=False), rel
-    albums = mf.read_manifest(out, "albums").to_pylist()
-    tracks = mf.read_manifest(out, "tracks").to_pylist()
+    albums = read_latest(out, "albums").to_pylist()
+    tracks = read_latest(out, "tracks").to_pylist()
     for a in albums:
         if a["status"] != "ok":
             continue
@@ -60,7 +61,7 @@ def test_three_concepts_end_to_end(ray_session, tiny_config, tmp_path):
     assert sorted(a["concept"] for a in albums) == sorted(CONCEPTS)
     assert all(a["status"] == "ok" and a["n_tracks_ok"] == 2 for a in albums)
     assert len(tracks) == 6 and len({t["seed"] for t in tracks}) == 6
-    runs = mf.read_manifest(cfg.out, "runs").to_pylist()
+    runs = read_latest(cfg.out, "runs").to_pylist()
     assert len(runs) == 1 and runs[0]["n_ok"] == 3 and runs[0]["minutes_per_album"] > 0
     assert json.loads(runs[0]["config_json"])["music"]["engine"] == "tiny"
     stages = json.loads(runs[0]["stage_s_json"])
@@ -69,7 +70,7 @@ def test_three_concepts_end_to_end(ray_session, tiny_config, tmp_path):
     # a second run finds everything finished and makes nothing
     again = run(concepts, cfg)
     assert (again.n_skipped, again.n_ok, again.n_failed) == (3, 0, 0)
-    assert mf.read_manifest(cfg.out, "albums").num_rows == 3
+    assert read_latest(cfg.out, "albums").num_rows == 3
 
 
 def test_fractional_gpu_actors_are_placed_together(ray_session, tiny_config, tmp_path):
@@ -117,7 +118,7 @@ def test_bad_rows_are_failed_albums_and_the_batch_goes_on(ray_session, tiny_conf
     cfg = tiny_config()
     summary = run(concepts, cfg)
     assert (summary.n_ok, summary.n_failed) == (1, 3)
-    albums = {a["source"]: a for a in mf.read_manifest(cfg.out, "albums").to_pylist()}
+    albums = {a["source"]: a for a in read_latest(cfg.out, "albums").to_pylist()}
     assert albums["c.jsonl:1"]["status"] == "ok"
     assert json.loads(albums["c.jsonl:1"]["inputs_json"]) == {"mood": "calm"}
     for line, words in ((2, "empty"), (3, "must be text"), (4, "2500 characters")):
@@ -131,8 +132,8 @@ def test_failed_track_is_redone_alone_on_rerun(ray_session, tiny_config, tmp_pat
     concepts.write_text("A clockwork kingdom rises\n")
     cfg = tiny_config()
     run(concepts, cfg)
-    (album,) = mf.read_manifest(cfg.out, "albums").to_pylist()
-    tracks = mf.read_manifest(cfg.out, "tracks").to_pylist()
+    (album,) = read_latest(cfg.out, "albums").to_pylist()
+    tracks = read_latest(cfg.out, "tracks").to_pylist()
     # simulate a lost track: its file is gone and the album failed
     os.remove(cfg.out / tracks[1]["path"])
     first_track_mtime = os.stat(cfg.out / tracks[0]["path"]).st_mtime_ns
@@ -142,7 +143,7 @@ def test_failed_track_is_redone_alone_on_rerun(ray_session, tiny_config, tmp_pat
     assert os.stat(cfg.out / tracks[0]["path"]).st_mtime_ns == first_track_mtime  # not redone
     assert os.stat(cfg.out / album["cover_path"]).st_mtime_ns == cover_mtime
     assert (cfg.out / tracks[1]["path"]).exists()
-    rows = mf.read_manifest(cfg.out, "tracks").to_pylist()
+    rows = read_latest(cfg.out, "tracks").to_pylist()
     assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}
     assert rows[0]["run_id"] == tracks[0]["run_id"] != rows[1]["run_id"]
 
@@ -158,7 +159,7 @@ def test_killed_driver_resumes_without_duplicates(tiny_cache, tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    items = out / "items"  # a record per finished item (actors.records); album rows are buffered (parts)
+    items = out / "items"  # a record per finished item (albumforge.records); album rows are buffered (parts)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if items.exists() and len(list(items.rglob("[!.]*.json"))) >= 6:  # two albums' worth of items
@@ -170,8 +171,8 @@ def test_killed_driver_resumes_without_duplicates(tiny_cache, tmp_path):
     assert 6 <= len(done_before) < 27, "the kill should land half way"
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
-    albums = mf.read_manifest(out, "albums").to_pylist()
-    tracks = mf.read_manifest(out, "tracks").to_pylist()
+    albums = read_latest(out, "albums").to_pylist()
+    tracks = read_latest(out, "tracks").to_pylist()
     assert len(albums) == 9 and {a["status"] for a in albums} == {"ok"}
     assert len({a["album_id"] for a in albums}) == 9
     assert len(tracks) == 18 and len({(t["album_id"], t["track_no"]) for t in tracks}) == 18

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from albumforge.config import RunConfig
 from ray_jobs import placement as P
-from ray_jobs.config import RunConfig
 
 REPO = Path(__file__).resolve().parent.parent
 HEAD = {"CPU": 1.0}  # a CPU-only head, as on the clusters users have

@@ -19,10 +19,10 @@ from PIL import Image
 from actors.image import ImageActor
 from actors.jobs import batch_of, rows_of
 from actors.quality import ClipScorer, clip_score, plan_text, text_similarity
-from albumforge import manifest as mf
+from albumforge.config import RunConfig
+from albumforge.parts import read_latest
 from albumforge.rows import KIND_ART, KIND_COVER, RESULT_DEFAULTS, item_seed
 from ray_jobs.assemble import art_columns, cover_columns
-from ray_jobs.config import RunConfig
 from ray_jobs.reroll import reroll_main
 from ray_jobs.resume import scan_finished
 from tests.catalog_fixtures import write_manifest
@@ -116,7 +116,7 @@ def out(made, tmp_path):
     """A fresh copy of the made folder for each test (they change it)."""
     copy = tmp_path / "out"
     shutil.copytree(made, copy)
-    cfg = RunConfig.model_validate_json(mf.read_manifest(copy, "runs").to_pylist()[0]["config_json"])
+    cfg = RunConfig.model_validate_json(read_latest(copy, "runs").to_pylist()[0]["config_json"])
     now = datetime.now(timezone.utc)
     write_manifest(copy, "runs", "r0", [{"run_id": "r0", "started_at": now,
                                             "config_json": cfg.model_copy(update={"out": copy}).model_dump_json()}])
@@ -126,10 +126,10 @@ def out(made, tmp_path):
 def _images(out) -> dict:
     """(album, label) -> (seed, score, reroll, path, pixels) for every image in the manifests."""
     got = {}
-    for a in mf.read_manifest(out, "albums").to_pylist():
+    for a in read_latest(out, "albums").to_pylist():
         got[(a["album_id"], "cover")] = (a["cover_seed"], a["cover_score"], a["cover_reroll"], a["cover_path"],
                                           _px(out, a["cover_path"]))
-    for t in mf.read_manifest(out, "tracks").to_pylist():
+    for t in read_latest(out, "tracks").to_pylist():
         got[(t["album_id"], f"art {t['track_no']}")] = (t["art_seed"], t["art_score"], t["art_reroll"],
                                                        t["art_path"], _px(out, t["art_path"]))
     return got
@@ -170,9 +170,9 @@ def test_reroll_changes_only_low_scores(out, capsys):
         else:
             assert (seed, score, reroll, path) == (old_seed, old_score, 0, old_path)
             assert np.array_equal(px, old_px)  # untouched
-    albums = mf.read_manifest(out, "albums").to_pylist()
+    albums = read_latest(out, "albums").to_pylist()
     assert all(a["status"] == "ok" and a["error"] is None for a in albums)
-    runs = mf.read_manifest(out, "runs").to_pylist()
+    runs = read_latest(out, "runs").to_pylist()
     assert len(runs) == 2 and any(r["run_id"].startswith("reroll-") and r["n_ok"] == 4 for r in runs)
     assert "4 image(s) scored under" in capsys.readouterr().out
 
@@ -187,7 +187,7 @@ def test_mark_only_leaves_the_images_to_the_resume_path(out):
     assert aid not in finished.albums and finished.albums == set(ALBUMS) - {aid}
     if label == "cover":
         assert 0 not in finished.items[aid] and finished.rerolls[aid]["cover"] == 1
-        album = next(a for a in mf.read_manifest(out, "albums").to_pylist() if a["album_id"] == aid)
+        album = next(a for a in read_latest(out, "albums").to_pylist() if a["album_id"] == aid)
         assert album["status"] == "failed" and "cover: re-roll asked" in album["error"]
     else:
         no = int(label.split()[1])
@@ -195,4 +195,4 @@ def test_mark_only_leaves_the_images_to_the_resume_path(out):
         assert set(finished.art[aid]) == set(range(1, TRACKS + 1)) - {no}
     # the music and the other images are kept: only the marked image is redone
     assert set(finished.items[aid]) >= set(range(1, TRACKS + 1))
-    assert json.loads(mf.read_manifest(out, "runs").to_pylist()[0]["config_json"])["image"]["track_art"]
+    assert json.loads(read_latest(out, "runs").to_pylist()[0]["config_json"])["image"]["track_art"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from albumforge import manifest as mf
+from albumforge.parts import read_latest
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -86,9 +86,9 @@ def test_ray_job_submit_runs_the_generate_job(ray_head, tiny_cache, tmp_path):
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     assert "succeeded" in result.stdout.lower()
     assert "2 ok, 0 failed" in result.stdout  # the job's own summary line, streamed back
-    albums = mf.read_manifest(out, "albums").to_pylist()
+    albums = read_latest(out, "albums").to_pylist()
     assert len(albums) == 2 and {a["status"] for a in albums} == {"ok"}
-    runs = mf.read_manifest(out, "runs").to_pylist()
+    runs = read_latest(out, "runs").to_pylist()
     # the job joined the submitted-to cluster instead of starting its own
     import json
 

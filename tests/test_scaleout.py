@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from albumforge import manifest as mf
+from albumforge.parts import read_latest
 from ray_jobs.placement import declared_per_card
 from tests.test_faults import (
     _albums,
@@ -45,7 +45,7 @@ def _cluster(monkeypatch=None, slow_s: float | None = None):
 
 
 def _track_nodes(out) -> set[str]:
-    return {json.loads(t["worker"])["node"] for t in mf.read_manifest(out, "tracks").to_pylist() if t["worker"]}
+    return {json.loads(t["worker"])["node"] for t in read_latest(out, "tracks").to_pylist() if t["worker"]}
 
 
 def _publish_autoscaler_config(cluster, groups: list[tuple[dict, int]]) -> None:
@@ -91,7 +91,7 @@ def test_a_node_added_mid_run_gets_actors_and_work(tiny_cache, tmp_path, monkeyp
         assert (pools["music_actors"], pools["music_max"], pools["grow_source"]) == (1, 2, "autoscaler (GCS)")
         on_new = [a for a in res["placement"]["actors"] if a["node"] == new_node and a["actor"] == "MusicActor"]
         assert on_new and all(len(a["gpu_ids"]) == 1 for a in on_new)
-        made = [json.loads(t["worker"]) for t in mf.read_manifest(out, "tracks").to_pylist()]
+        made = [json.loads(t["worker"]) for t in read_latest(out, "tracks").to_pylist()]
         new = [w for w in made if w["node"] == new_node]
         print(f"\nFIGURE node added: its first music actor started {min(w['started'] for w in new) - t_added:.1f} s "
               f"and its first track finished {min(w['done'] for w in new) - t_added:.1f} s after it joined; "

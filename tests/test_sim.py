@@ -14,6 +14,7 @@ import pytest
 from actors import sim
 from albumforge import costs
 from albumforge.busy import BusyLog, cards, totals, union
+from albumforge.parts import read_latest
 from albumforge.rows import KIND_COVER, KIND_TRACK, STATUS_OK, job_row
 
 SCALE = 0.01
@@ -34,7 +35,7 @@ def _batch(rows: list[dict]) -> dict:
 
 def test_music_sleeps_match_the_table_window_by_window(slept, tmp_path):
     from actors.music import MusicActor
-    from ray_jobs.config import RunConfig
+    from albumforge.config import RunConfig
 
     cfg = RunConfig.load(preset="sim", **{"music.model_id": "facebook/musicgen-medium", "music.batch_size": 2})
     actor = MusicActor(str(tmp_path), cfg.music, str(tmp_path), time_scale=SCALE)
@@ -57,7 +58,7 @@ def test_music_sleeps_match_the_table_window_by_window(slept, tmp_path):
 
 def test_image_sleeps_match_the_table_and_images_have_the_asked_size(slept, tmp_path):
     from actors.image import ImageActor
-    from ray_jobs.config import RunConfig
+    from albumforge.config import RunConfig
 
     cfg = RunConfig.load(preset="sim", **{"image.batch_size": 2, "image.steps": 30, "image.width": 512,
                                           "image.height": 384})
@@ -81,8 +82,8 @@ def test_the_table_keeps_its_published_anchor_and_names_unknown_models():
 
 
 def test_sim_director_waits_the_modelled_llm_latency(slept):
+    from albumforge.config import RunConfig
     from director.sim import SimDirector
-    from ray_jobs.config import RunConfig
 
     cfg = RunConfig.load(preset="sim", **{"plan.tracks_per_album": 5})
     plan, meta = SimDirector(cfg.plan, time_scale=SCALE).plan("abc123", "a jazz bar in the rain", {})
@@ -91,7 +92,7 @@ def test_sim_director_waits_the_modelled_llm_latency(slept):
 
 
 def test_sim_config_refuses_what_it_does_not_model():
-    from ray_jobs.config import RunConfig
+    from albumforge.config import RunConfig
 
     with pytest.raises(ValueError, match="hires"):
         RunConfig.load(preset="sim", **{"image.hires_scale": 2.0})
@@ -123,8 +124,7 @@ def test_busy_log_merges_spans_per_actor_and_per_card():
 
 @pytest.mark.slow
 def test_a_sim_run_records_busy_figures_that_add_up(ray_session, tmp_path):
-    from albumforge import manifest as mf
-    from ray_jobs.config import RunConfig
+    from albumforge.config import RunConfig
     from ray_jobs.generate import run
 
     concepts = tmp_path / "c.txt"
@@ -134,7 +134,7 @@ def test_a_sim_run_records_busy_figures_that_add_up(ray_session, tmp_path):
                                           "music.batch_size": 2})
     summary = run(concepts, cfg)
     assert summary.n_ok == 3
-    row = mf.read_manifest(cfg.out, "runs").to_pylist()[0]
+    row = read_latest(cfg.out, "runs").to_pylist()[0]
     actors = json.loads(row["actors_json"])
     assert {a["kind"] for a in actors} == {"MusicActor", "ImageActor"}
     for a in actors:

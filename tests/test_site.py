@@ -22,6 +22,7 @@ from catalog_fixtures import (
 )
 
 from albumforge import manifest, parts
+from albumforge.parts import read_latest
 from catalog.commands import site_main
 from catalog.site import STATE_FILE, build_site, build_site_report
 from catalog.slugs import album_slug, resolve_inside, safe_id, slugify
@@ -122,7 +123,7 @@ def test_runs_page_lists_runs_and_failures(sample):
     assert [r["data-album-id"] for r in failed] == [a.album_id for a in sample.failed]
     assert "director: invalid JSON after 3 attempts" in text
     assert len(runs.find("tr", **{"class": "failed-track"})) == 1 and "CUDA out of memory" in text
-    run = manifest.read_manifest(sample.out, "runs").to_pylist()[0]
+    run = read_latest(sample.out, "runs").to_pylist()[0]
     assert f"{run['minutes_per_album']:.2f}" in text
 
 
@@ -250,9 +251,9 @@ def test_per_track_art_shows_only_where_an_album_has_it(sample):
     # art_path set (image.track_art): the album page shows one image per track
     from PIL import Image
     a = ALBUMS[0]
-    albums = {r["album_id"]: r for r in manifest.read_manifest(sample.out, "albums").to_pylist()}
+    albums = {r["album_id"]: r for r in read_latest(sample.out, "albums").to_pylist()}
     tracks: dict[str, list[dict]] = {}
-    for r in manifest.read_manifest(sample.out, "tracks").to_pylist():
+    for r in read_latest(sample.out, "tracks").to_pylist():
         tracks.setdefault(r["album_id"], []).append(r)
     for aid, rows in tracks.items():
         for r in rows:

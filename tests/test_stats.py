@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from catalog_fixtures import ALBUMS, make_out, resume
 
-from albumforge.manifest import read_manifest
+from albumforge.parts import read_latest
 from catalog.commands import stats_main
 from catalog.stats import compute_stats, format_stats, printable
 
@@ -25,7 +25,7 @@ def test_stats_count_what_the_manifests_hold(sample):
     assert s["tracks_failed"] == sum(len(a.tracks) - len(a.ok_tracks) for a in ok)
     n_ok = [len(a.ok_tracks) for a in ok]
     assert s["tracks_per_album"] == {"mean": pytest.approx(sum(n_ok) / len(n_ok)), "min": min(n_ok), "max": max(n_ok)}
-    runs = read_manifest(sample.out, "runs").to_pylist()
+    runs = read_latest(sample.out, "runs").to_pylist()
     assert s["wall_minutes_per_album"] == pytest.approx(sum(r["wall_s"] for r in runs) / 60 / sum(r["n_ok"] for r in runs))
     music = [sum(sample.durations[a.album_id].values()) / 60 for a in ok]
     assert s["music_minutes_per_album"] == pytest.approx(sum(music) / len(music))

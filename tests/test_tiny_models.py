@@ -8,7 +8,7 @@ import torch
 
 from actors.engines import load_image, load_music, resolve_source
 from actors.tiny import ensure_tiny
-from ray_jobs.models import ModelMissing
+from albumforge.models import ModelMissing
 
 
 def test_tiny_models_round_trip_through_from_pretrained(tiny_cache):

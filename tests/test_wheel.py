@@ -46,10 +46,10 @@ def test_pyproject_lists_every_package_and_data_folder():
 
 
 def test_data_dirs_resolve_to_the_checkout_here():
+    from albumforge.config import STYLES_DIR
     from albumforge.resources import data_dir
     from catalog.site import SITE_SRC
     from director.templates import PROMPTS_DIR
-    from ray_jobs.config import STYLES_DIR
 
     assert PROMPTS_DIR == data_dir("prompts") == REPO / "prompts"
     assert SITE_SRC == REPO / "site" and STYLES_DIR == REPO / "prompts" / "styles"
@@ -58,7 +58,7 @@ def test_data_dirs_resolve_to_the_checkout_here():
 
 
 def test_default_tiny_cache_is_a_user_cache_not_the_package(monkeypatch, tmp_path):
-    from ray_jobs.config import RunConfig
+    from albumforge.config import RunConfig
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert RunConfig().tiny_cache == tmp_path / "xdg" / "albumforge" / "tiny-models"
@@ -157,8 +157,8 @@ def test_wheel_ships_data_and_runs_without_the_checkout(tmp_path, tiny_cache):
     out = work / "out"
     run(albumforge, "generate", "concepts.txt", "--out", out, "--address", "local", "--tiny-cache", tiny_cache,
         "--tracks", "1", "--seconds", "1", "--steps", "2", timeout=400)
-    albums = json.loads(run(py, "-c", "import json; from albumforge import manifest as mf;"
-                                      f"print(json.dumps(mf.read_manifest({str(out)!r}, 'albums').to_pylist(),"
+    albums = json.loads(run(py, "-c", "import json; from albumforge.parts import read_latest;"
+                                      f"print(json.dumps(read_latest({str(out)!r}, 'albums').to_pylist(),"
                                       " default=str))"))
     assert [a["status"] for a in albums] == ["ok", "ok"]
     run(albumforge, "site", out)

@@ -12,8 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from albumforge.resources import user_cache_dir
-from ray_jobs.config import (
+from albumforge.config import (
     FaultConfig,
     ImageConfig,
     PlanConfig,
@@ -21,6 +20,7 @@ from ray_jobs.config import (
     layered,
     out_value,
 )
+from albumforge.resources import user_cache_dir
 
 
 class LyricsConfig(_Section):
@@ -55,7 +55,7 @@ PRESETS: dict[str, dict] = {
 
 
 class CoversConfig(_Section):
-    out: Path | str = Path("out")  # a local path or an object storage URL (ray_jobs.config.out_value)
+    out: Path | str = Path("out")  # a local path or an object storage URL (albumforge.config.out_value)
     seed: int = 0  # cover seeds derive from it and the song id
     embed: bool = False  # also write a copy of each song with its cover embedded (the input is never changed)
     lyrics: LyricsConfig = LyricsConfig()
